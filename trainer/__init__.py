@@ -1,0 +1,1 @@
+"""turnwise trainer: data adapters, teachers, pairwise pretraining, finetuning, evaluation, experiments."""

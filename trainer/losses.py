@@ -1,0 +1,71 @@
+"""Losses as pure tensor functions (no model calls), with the formulas they compute.
+
+Reference: Liu et al., "Learning LLM Preference over Intra-Dialogue Pairs", NAACL 2025 Industry,
+arXiv 2503.05620, eq. 1-2. Everything is computed with ``logsigmoid``/``softplus``/``*_with_logits``,
+never ``log(sigmoid(x) + eps)``, so it is exact and finite for any logit magnitude.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def pairwise_preference_loss(f_i: Tensor, f_j: Tensor, s_i: Tensor, s_j: Tensor, alpha: float,
+                             target: Tensor | None = None, weight: Tensor | None = None) -> Tensor:
+    """Adaptive-margin pairwise preference loss (paper eq. 1-2), mean over pairs.
+
+    For a pair of segments (x_i, x_j) of the same dialogue with teacher scores S_i > S_j for class c,
+    and student scores f = f_c(x)::
+
+        z    = (f_i - f_j) - alpha * (S_i - S_j)
+        loss = KL(1[y_i > y_j] || sigmoid(z)) = -log sigmoid(z) = softplus(-z)
+
+    The margin alpha * ΔS asks the student to separate a pair by more when the teacher is more sure
+    (alpha in [0, 1]; alpha = 0 is plain RankNet). With a soft ``target`` y in [0, 1] (e.g. 0.5 for
+    pairs with equal teacher scores) it is the binary cross-entropy
+    ``-(y log σ(z) + (1 - y) log σ(-z))``, which differs from the KL only by the constant H(y).
+
+    Shapes: all inputs (P,) (or broadcastable); ``weight`` (P,) optional per-pair weights.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    z = (f_i - f_j) - alpha * (s_i - s_j)
+    if target is None:
+        losses = F.softplus(-z)
+    else:
+        losses = F.binary_cross_entropy_with_logits(z, target.to(z.dtype), reduction="none")
+    if weight is None:
+        return losses.mean()
+    w = weight.to(losses.dtype)
+    return (losses * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
+def pointwise_soft_label_loss(logits: Tensor, s: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Pointwise pretraining: one-vs-rest binary cross-entropy against the teacher's soft labels.
+
+    ``loss = mean_{n,c} -(S_nc log σ(f_nc) + (1 - S_nc) log σ(-f_nc))``
+
+    Shapes: ``logits`` and ``s`` (N, C); ``mask`` (N,) or (N, C), 1 where a teacher score exists.
+    """
+    losses = F.binary_cross_entropy_with_logits(logits, s.to(logits.dtype), reduction="none")
+    if mask is None:
+        return losses.mean()
+    m = mask.to(losses.dtype)
+    if m.dim() == 1:
+        m = m.unsqueeze(-1).expand_as(losses)
+    return (losses * m).sum() / m.sum().clamp(min=1.0)
+
+
+def single_label_loss(logits: Tensor, target: Tensor, class_weight: Tensor | None = None) -> Tensor:
+    """Finetuning, binary and multiclass tasks: softmax cross-entropy ``-log softmax(f)_y``.
+
+    Shapes: ``logits`` (N, C), ``target`` (N,) class indices.
+    """
+    return F.cross_entropy(logits, target, weight=class_weight)
+
+
+def multilabel_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Finetuning, multilabel tasks: mean sigmoid BCE over labels, ``target`` (N, C) in {0, 1}."""
+    return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))

