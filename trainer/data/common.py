@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
 
 CANONICAL_SPLITS = ("train", "validation", "test")
@@ -44,7 +45,9 @@ def normalise_split(split: str) -> str:
     """Map a split name to train / validation / test ('dev' and 'val' mean validation)."""
     key = split.strip().lower()
     if key not in _SPLIT_ALIASES:
-        raise DataError(f"unknown split '{split}' (expected one of {', '.join(CANONICAL_SPLITS)}; 'dev' = validation)")
+        raise DataError(
+            f"unknown split '{split}' (expected one of {', '.join(CANONICAL_SPLITS)}; 'dev' = validation)"
+        )
     return _SPLIT_ALIASES[key]
 
 
@@ -98,7 +101,8 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def take(dialogues: list, max_dialogues: int | None) -> list:
+def take(dialogues: list[Dialogue], max_dialogues: int | None) -> list[Dialogue]:
+    """The first ``max_dialogues`` dialogues (all when ``None``)."""
     if max_dialogues is None:
         return dialogues
     if max_dialogues < 0:

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from turnwise.dialogue import Dialogue, Turn
+from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
+from turnwise.dialogue import Dialogue, LabelValue, Turn
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
-
-from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 
 NAME = "dailydialog"
 SPLITS = ("train", "validation", "test")
@@ -51,7 +50,11 @@ _KNOWN_SPLIT_TURNS = {
 
 def _files(root: Path, split: str) -> tuple[Path, Path, Path]:
     d = root / split
-    return d / f"dialogues_{split}.txt", d / f"dialogues_act_{split}.txt", d / f"dialogues_emotion_{split}.txt"
+    return (
+        d / f"dialogues_{split}.txt",
+        d / f"dialogues_act_{split}.txt",
+        d / f"dialogues_emotion_{split}.txt",
+    )
 
 
 def available_splits(root: str | Path) -> list[str]:
@@ -71,14 +74,16 @@ def _read_lines(path: Path) -> list[str]:
     return [ln.rstrip("\r") for ln in lines]
 
 
-def _codes(raw: str, path: Path, lineno: int, n_labels: int) -> list[int]:
+def _codes(raw: str, path: Path, lineno: int, first: int, last: int) -> list[int]:
     try:
         codes = [int(tok) for tok in raw.split()]
     except ValueError:
-        raise DataError(f"expected space-separated integers, got {raw.strip()[:60]!r}", path=str(path), line=lineno) from None
+        raise DataError(
+            f"expected space-separated integers, got {raw.strip()[:60]!r}", path=str(path), line=lineno
+        ) from None
     for c in codes:
-        if not 0 <= c < n_labels:
-            raise DataError(f"label code {c} out of range 0..{n_labels - 1}", path=str(path), line=lineno)
+        if not first <= c <= last:
+            raise DataError(f"label code {c} out of range {first}..{last}", path=str(path), line=lineno)
     return codes
 
 
@@ -125,22 +130,24 @@ def load(
     for idx in range(n):
         lineno = idx + 1
         utts = _split_utterances(texts[idx], text_path, lineno, report)
-        act = _codes(acts[idx], act_path, lineno, 5)
-        emo = _codes(emos[idx], emo_path, lineno, len(EMOTION_LABELS))
-        if 0 in act:
-            raise DataError("act code 0 is not a dialogue act (codes are 1..4)", path=str(act_path), line=lineno)
+        act = _codes(acts[idx], act_path, lineno, 1, len(ACT_LABELS))
+        emo = _codes(emos[idx], emo_path, lineno, 0, len(EMOTION_LABELS) - 1)
         labelled = True
         if not len(utts) == len(act) == len(emo):
-            where = f"{text_path}:{lineno} ({len(utts)} utterances, {len(act)} acts, {len(emo)} emotions)"
-            report.add("label_count_mismatch", where)
+            counts = f"{len(utts)} utterances, {len(act)} acts, {len(emo)} emotions"
             merged = _merge_known_split(utts) if len(utts) == len(act) + 1 == len(emo) + 1 else None
             if merged is not None:
                 utts = merged
+                action = "known split turn merged"
             else:
                 labelled = False
+                action = "labels dropped"
+            report.add("label_count_mismatch", f"{text_path}:{lineno} ({counts}; {action})")
         turns = []
         for i, u in enumerate(utts):
-            labels = {"act": ACT_LABELS[act[i] - 1], "emotion": EMOTION_LABELS[emo[i]]} if labelled else {}
+            labels: dict[str, LabelValue] = (
+                {"act": ACT_LABELS[act[i] - 1], "emotion": EMOTION_LABELS[emo[i]]} if labelled else {}
+            )
             turns.append(Turn(speaker="user" if i % 2 == 0 else "system", text=u, labels=labels))
         out.append(
             Dialogue(

@@ -19,11 +19,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from turnwise.dialogue import Dialogue, Turn
+from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
+from turnwise.dialogue import Dialogue, LabelValue, Turn
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
-
-from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 
 NAME = "meld"
 SPLITS = ("train", "validation", "test")
@@ -70,13 +69,19 @@ def _int(value: str | None, column: str, path: Path, line: int) -> int:
     try:
         return int(str(value).strip())
     except ValueError:
-        raise DataError(f"column '{column}': expected an integer, got {value!r}", path=str(path), line=line) from None
+        raise DataError(
+            f"column '{column}': expected an integer, got {value!r}", path=str(path), line=line
+        ) from None
 
 
 def _label(value: str | None, column: str, labels: list[str], path: Path, line: int) -> str:
     v = (value or "").strip().lower()
     if v not in labels:
-        raise DataError(f"column '{column}': unknown label {value!r} (expected one of {labels})", path=str(path), line=line)
+        raise DataError(
+            f"column '{column}': unknown label {value!r} (expected one of {labels})",
+            path=str(path),
+            line=line,
+        )
     return v
 
 
@@ -101,12 +106,18 @@ def load(
             reader = csv.DictReader(fh)
             missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise DataError(f"missing column(s) {missing} (header: {reader.fieldnames})", path=str(path), line=1)
+                raise DataError(
+                    f"missing column(s) {missing} (header: {reader.fieldnames})", path=str(path), line=1
+                )
             for rec in reader:
                 line = reader.line_num
                 if None in rec:  # more fields than the header names
-                    raise DataError(f"row has {len(reader.fieldnames or []) + len(rec[None])} fields, header has "
-                                    f"{len(reader.fieldnames or [])}", path=str(path), line=line)
+                    raise DataError(
+                        f"row has {len(reader.fieldnames or []) + len(rec[None])} fields, header has "
+                        f"{len(reader.fieldnames or [])}",
+                        path=str(path),
+                        line=line,
+                    )
                 dia = _int(rec["Dialogue_ID"], "Dialogue_ID", path, line)
                 utt = _int(rec["Utterance_ID"], "Utterance_ID", path, line)
                 text = rec["Utterance"] or ""
@@ -117,7 +128,7 @@ def load(
                 if not speaker:
                     report.add("empty_speaker", f"{path}:{line}")
                     speaker = "unknown"
-                labels = {
+                labels: dict[str, LabelValue] = {
                     "sentiment": _label(rec["Sentiment"], "Sentiment", SENTIMENT_LABELS, path, line),
                     "emotion": _label(rec["Emotion"], "Emotion", EMOTION_LABELS, path, line),
                 }
@@ -151,5 +162,7 @@ def load(
         meta = {"source": NAME, "split": split, "dialogue_index": dia}
         if season.isdigit() and episode.isdigit():
             meta.update(season=int(season), episode=int(episode))
-        out.append(Dialogue(dialogue_id=f"meld-{split}-{dia}", turns=[by_utt[u][0] for u in order], meta=meta))
+        out.append(
+            Dialogue(dialogue_id=f"meld-{split}-{dia}", turns=[by_utt[u][0] for u in order], meta=meta)
+        )
     return take(out, max_dialogues)

@@ -24,11 +24,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 from turnwise.dialogue import Dialogue, Turn
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
-
-from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 
 NAME = "multiwoz"
 SPLITS = ("train", "validation", "test")
@@ -72,7 +71,9 @@ TASKS = TaskSchema(
             type=TaskType.multilabel, labels=USER_ACT_LABELS, description="MultiWOZ user domain-intents"
         ),
         "slots": Task(
-            type=TaskType.multilabel, labels=SLOT_LABELS, description="MultiWOZ belief-state slots set by this turn"
+            type=TaskType.multilabel,
+            labels=SLOT_LABELS,
+            description="MultiWOZ belief-state slots set by this turn",
         ),
     }
 )
@@ -157,7 +158,8 @@ def load(
     path = _data_file(root, split)
     if path is None:
         raise DataError(
-            f"no {_FILE_SPLIT[split]}.json.zip for split '{split}' (available: {available_splits(root) or 'none'})",
+            f"no {_FILE_SPLIT[split]}.json.zip for split '{split}' "
+            f"(available: {available_splits(root) or 'none'})",
             path=str(root),
         )
     data, where = _read_json(path)

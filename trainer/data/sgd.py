@@ -24,11 +24,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 from turnwise.dialogue import Dialogue, Turn
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
-
-from trainer.data.common import LoadReport, clean_text, normalise_split, require_dir, take
 
 NAME = "sgd"
 SPLITS = ("train", "validation", "test")
@@ -36,51 +35,54 @@ _FOLDER = {"train": "train", "validation": "dev", "test": "test"}
 NO_INTENT = "NONE"
 
 # Sorted union of the intent / slot names in train/schema.json and test/schema.json of the DSTC8 release.
-SCHEMA_INTENTS = [
-    "AddAlarm", "AddEvent", "BookAppointment", "BookHouse", "BuyBusTicket", "BuyEventTickets",
-    "BuyMovieTickets", "CheckBalance", "FindApartment", "FindAttractions", "FindBus", "FindEvents",
-    "FindHomeByArea", "FindMovies", "FindProvider", "FindRestaurants", "FindTrains", "GetAlarms",
-    "GetAvailableTime", "GetCarsAvailable", "GetEventDates", "GetEvents", "GetRide", "GetTimesForMovie",
-    "GetTrainTickets", "GetWeather", "LookupMusic", "LookupSong", "MakePayment", "PlayMedia",
-    "PlayMovie", "PlaySong", "RequestPayment", "ReserveCar", "ReserveHotel", "ReserveOnewayFlight",
-    "ReserveRestaurant", "ReserveRoundtripFlights", "ScheduleVisit", "SearchHotel", "SearchHouse",
-    "SearchOnewayFlight", "SearchRoundtripFlights", "ShareLocation", "TransferMoney",
-]
-SLOT_LABELS = [
-    "account_type", "add_insurance", "additional_luggage", "address", "address_of_location", "airlines",
-    "alarm_name", "alarm_time", "album", "amount", "appointment_date", "appointment_time",
-    "approximate_ride_duration", "area", "artist", "attraction_name", "available_end_time",
-    "available_start_time", "average_rating", "balance", "car_name", "car_type", "cast", "category",
-    "check_in_date", "check_out_date", "city", "city_of_event", "class", "contact_name", "cuisine",
-    "date", "date_of_journey", "dentist_name", "departure_date", "departure_time", "destination",
-    "destination_airport", "destination_city", "destination_station_name", "device", "directed_by",
-    "doctor_name", "dropoff_date", "end_date", "event_date", "event_location", "event_name",
-    "event_time", "event_type", "fare", "fare_type", "free_entry", "from", "from_city", "from_location",
-    "from_station", "furnished", "genre", "good_for_kids", "group_size", "has_garage",
-    "has_laundry_service", "has_live_music", "has_seating_outdoors", "has_vegetarian_options",
-    "has_wifi", "hotel_name", "humidity", "in_unit_laundry", "inbound_arrival_time",
-    "inbound_departure_time", "intent", "is_nonstop", "is_redeye", "is_unisex", "journey_start_time",
-    "leaving_date", "leaving_time", "location", "movie_name", "movie_title", "new_alarm_name",
-    "new_alarm_time", "num_passengers", "number_of_adults", "number_of_baths", "number_of_beds",
-    "number_of_days", "number_of_riders", "number_of_rooms", "number_of_seats", "number_of_tickets",
-    "number_stops", "offers_cosmetic_services", "origin", "origin_airport", "origin_city",
-    "origin_station_name", "outbound_arrival_time", "outbound_departure_time", "party_size",
-    "passengers", "payment_method", "percent_rating", "pets_allowed", "pets_welcome", "phone_number",
-    "pickup_city", "pickup_date", "pickup_location", "pickup_time", "place_name", "playback_device",
-    "precipitation", "price", "price_per_day", "price_per_night", "price_per_ticket", "price_range",
-    "private_visibility", "property_name", "rating", "receiver", "recipient_account_name",
-    "recipient_account_type", "refundable", "rent", "restaurant_name", "return_date", "ride_fare",
-    "ride_type", "seating_class", "serves_alcohol", "shared_ride", "show_date", "show_time",
-    "show_type", "smoking_allowed", "song_name", "star_rating", "starring", "start_date", "stay_length",
-    "street_address", "stylist_name", "subcategory", "subtitle_language", "subtitles", "temperature",
-    "theater_name", "therapist_name", "time", "title", "to", "to_city", "to_location", "to_station",
-    "total", "total_price", "track", "transfers", "travelers", "trip_protection", "type", "venue",
-    "venue_address", "visit_date", "wait_time", "where_to", "wind", "year",
-]
+_SCHEMA_INTENT_NAMES = """
+AddAlarm AddEvent BookAppointment BookHouse BuyBusTicket BuyEventTickets BuyMovieTickets CheckBalance
+FindApartment FindAttractions FindBus FindEvents FindHomeByArea FindMovies FindProvider FindRestaurants
+FindTrains GetAlarms GetAvailableTime GetCarsAvailable GetEventDates GetEvents GetRide GetTimesForMovie
+GetTrainTickets GetWeather LookupMusic LookupSong MakePayment PlayMedia PlayMovie PlaySong
+RequestPayment ReserveCar ReserveHotel ReserveOnewayFlight ReserveRestaurant ReserveRoundtripFlights
+ScheduleVisit SearchHotel SearchHouse SearchOnewayFlight SearchRoundtripFlights ShareLocation
+TransferMoney
+"""
+SCHEMA_INTENTS = _SCHEMA_INTENT_NAMES.split()
+_SLOT_NAMES = """
+account_type add_insurance additional_luggage address address_of_location airlines alarm_name alarm_time
+album amount appointment_date appointment_time approximate_ride_duration area artist attraction_name
+available_end_time available_start_time average_rating balance car_name car_type cast category
+check_in_date check_out_date city city_of_event class contact_name cuisine date date_of_journey
+dentist_name departure_date departure_time destination destination_airport destination_city
+destination_station_name device directed_by doctor_name dropoff_date end_date event_date event_location
+event_name event_time event_type fare fare_type free_entry from from_city from_location from_station
+furnished genre good_for_kids group_size has_garage has_laundry_service has_live_music
+has_seating_outdoors has_vegetarian_options has_wifi hotel_name humidity in_unit_laundry
+inbound_arrival_time inbound_departure_time intent is_nonstop is_redeye is_unisex journey_start_time
+leaving_date leaving_time location movie_name movie_title new_alarm_name new_alarm_time num_passengers
+number_of_adults number_of_baths number_of_beds number_of_days number_of_riders number_of_rooms
+number_of_seats number_of_tickets number_stops offers_cosmetic_services origin origin_airport
+origin_city origin_station_name outbound_arrival_time outbound_departure_time party_size passengers
+payment_method percent_rating pets_allowed pets_welcome phone_number pickup_city pickup_date
+pickup_location pickup_time place_name playback_device precipitation price price_per_day price_per_night
+price_per_ticket price_range private_visibility property_name rating receiver recipient_account_name
+recipient_account_type refundable rent restaurant_name return_date ride_fare ride_type seating_class
+serves_alcohol shared_ride show_date show_time show_type smoking_allowed song_name star_rating starring
+start_date stay_length street_address stylist_name subcategory subtitle_language subtitles temperature
+theater_name therapist_name time title to to_city to_location to_station total total_price track
+transfers travelers trip_protection type venue venue_address visit_date wait_time where_to wind year
+"""
+SLOT_LABELS = _SLOT_NAMES.split()
 INTENT_LABELS = [*SCHEMA_INTENTS, NO_INTENT]
 USER_ACT_LABELS = [
-    "INFORM", "INFORM_INTENT", "REQUEST", "SELECT", "THANK_YOU", "AFFIRM", "NEGATE", "GOODBYE",
-    "REQUEST_ALTS", "NEGATE_INTENT", "AFFIRM_INTENT",
+    "INFORM",
+    "INFORM_INTENT",
+    "REQUEST",
+    "SELECT",
+    "THANK_YOU",
+    "AFFIRM",
+    "NEGATE",
+    "GOODBYE",
+    "REQUEST_ALTS",
+    "NEGATE_INTENT",
+    "AFFIRM_INTENT",
 ]
 
 TASKS = TaskSchema(
@@ -88,9 +90,13 @@ TASKS = TaskSchema(
         "active_intent": Task(
             type=TaskType.multiclass, labels=INTENT_LABELS, description="SGD active intent of the user turn"
         ),
-        "user_act": Task(type=TaskType.multilabel, labels=USER_ACT_LABELS, description="SGD user dialogue acts"),
+        "user_act": Task(
+            type=TaskType.multilabel, labels=USER_ACT_LABELS, description="SGD user dialogue acts"
+        ),
         "slots": Task(
-            type=TaskType.multilabel, labels=SLOT_LABELS, description="SGD slots given a value in this user turn"
+            type=TaskType.multilabel,
+            labels=SLOT_LABELS,
+            description="SGD slots given a value in this user turn",
         ),
     }
 )
@@ -113,14 +119,14 @@ def _in_order(found: set[str], labels: list[str]) -> list[str]:
     return [lab for lab in labels if lab in found]
 
 
-def _user_labels(frames: list[Any], where: str, report: LoadReport) -> dict[str, str | list[str]]:
+def _user_labels(frames: list[Any], where: str, path: Path, report: LoadReport) -> dict[str, str | list[str]]:
     intent = NO_INTENT
     acts: set[str] = set()
     slots: set[str] = set()
     for frame in frames:
         state = frame.get("state")
         if not isinstance(state, dict):
-            raise DataError(f"{where}: user frame without a 'state' object")
+            raise DataError(f"{where}: user frame without a 'state' object", path=str(path))
         if intent == NO_INTENT:
             intent = str(state.get("active_intent") or NO_INTENT)
         for action in frame.get("actions") or []:
@@ -132,10 +138,13 @@ def _user_labels(frames: list[Any], where: str, report: LoadReport) -> dict[str,
     if intent in _INTENT_SET:
         labels["active_intent"] = intent
     else:
-        report.add("unknown_label", f"{where}: active_intent '{intent}'")
-    for task, found, known, order in (("user_act", acts, _ACT_SET, USER_ACT_LABELS), ("slots", slots, _SLOT_SET, SLOT_LABELS)):
+        report.add("unknown_label", f"{path.name} {where}: active_intent '{intent}'")
+    for task, found, known, order in (
+        ("user_act", acts, _ACT_SET, USER_ACT_LABELS),
+        ("slots", slots, _SLOT_SET, SLOT_LABELS),
+    ):
         for unknown in sorted(found - known):
-            report.add("unknown_label", f"{where}: {task} '{unknown}'")
+            report.add("unknown_label", f"{path.name} {where}: {task} '{unknown}'")
         labels[task] = _in_order(found, order)
     return labels
 
@@ -146,25 +155,32 @@ def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
     did = str(raw["dialogue_id"])
     turns: list[Turn] = []
     for i, t in enumerate(raw["turns"]):
-        where = f"{path.name} dialogue {did} turn {i}"
+        where = f"dialogue {did} turn {i}"
         try:
             speaker = _SPEAKERS[t["speaker"]]
             text = clean_text(t["utterance"])
             frames = t["frames"]
             if speaker == "user":
-                labels = _user_labels(frames, where, report)
+                labels = _user_labels(frames, where, path, report)
             else:
                 labels = {}
         except (KeyError, TypeError, AttributeError) as err:
-            raise DataError(f"dialogue '{did}' turn {i}: missing or malformed field ({err!r})", path=str(path)) from None
+            raise DataError(
+                f"dialogue '{did}' turn {i}: missing or malformed field ({err!r})", path=str(path)
+            ) from None
         if not text:
-            report.add("empty_utterance", where)
+            report.add("empty_utterance", f"{path.name} {where}")
         turns.append(Turn(speaker=speaker, text=text, labels=labels))
     return Dialogue(
         dialogue_id=f"{NAME}-{split}-{did}",
         turns=turns,
-        meta={"source": NAME, "split": split, "file": path.name, "sgd_dialogue_id": did,
-              "services": list(raw.get("services") or [])},
+        meta={
+            "source": NAME,
+            "split": split,
+            "file": path.name,
+            "sgd_dialogue_id": did,
+            "services": list(raw.get("services") or []),
+        },
     )
 
 

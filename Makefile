@@ -1,0 +1,42 @@
+# turnwise — every target bootstraps its own virtual environment from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RUNS ?= runs
+
+.PHONY: help demo test check bench loadtest clean system-deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+system-deps: ## python3-venv and redis-server from the system package manager, where missing
+	@bash scripts/system-deps.sh
+
+$(STAMP):
+	@bash scripts/system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned resolve would pull the CUDA stack.
+	$(VENV)/bin/pip install -q "torch==2.13.0"
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: $(STAMP) ## train on the sample calls, export, serve, stream a call, print per-utterance scores
+	@bash scripts/demo.sh
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest
+
+check: $(STAMP) ## lint and type-check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) ## benchmarks -> benchmarks/results/
+	$(PY) -m benchmarks.train_throughput
+	@if [ -f benchmarks/backends.py ]; then $(PY) -m benchmarks.backends; fi
+	@if [ -f benchmarks/service_bench.py ]; then $(PY) -m benchmarks.service_bench; fi
+
+clean: ## remove the virtual environment and run outputs
+	rm -rf $(VENV) $(RUNS)

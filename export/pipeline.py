@@ -1,0 +1,325 @@
+"""Checkpoint -> verified model bundle: export, optimize, quantize, prove parity, write the manifest.
+
+Order matters: the PyTorch reference logits on the probe set are computed before anything is
+exported, every variant is checked against them, and the bundle directory only appears (atomic
+rename) once every requested variant has passed. A failing variant raises :class:`ParityError`;
+nothing half-built is left at ``out``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from export.bundle import (
+    CARD,
+    MANIFEST,
+    TASKS_FILE,
+    TOKENIZER_JSON,
+    VARIANT_FILES,
+    VARIANTS,
+    sha256_file,
+    write_manifest,
+)
+from export.card import render_card
+from export.errors import ExportError
+from export.onnx_export import (
+    DEFAULT_OPSET,
+    GraphInfo,
+    TurnwiseOnnxConfig,
+    convert_fp16,
+    export_raw,
+    op_counts,
+    optimize_fp32,
+    output_name,
+)
+from export.parity import (
+    MAX_PROBES,
+    ProbeSet,
+    Tolerance,
+    build_probe_set,
+    check,
+    compare,
+    default_tolerances,
+    ort_runner,
+    pad_id,
+    record,
+    run_probes,
+    torch_runner,
+)
+from export.quantize import DEFAULT_PRESET, QUANTIZATION_FILE, QuantizationPreset, get_preset, quantize_int8
+from trainer.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
+from turnwise.tasks import save_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_RESULTS = REPO / "benchmarks" / "results" / "backends.json"
+DEFAULT_PREFERRED = {"cpu": "fp32", "cuda": "fp16", "tensorrt": "fp16"}
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    variants: Sequence[str] = ("fp32", "int8")
+    name: str | None = None
+    version: str | None = None
+    probe_data: Path | None = None
+    opset: int | None = None
+    max_probes: int = MAX_PROBES
+    tolerances: dict[str, Tolerance] = field(default_factory=default_tolerances)
+    quantization: str | QuantizationPreset = DEFAULT_PRESET
+    # "optimized": ship the fused graph as fp32 (and quantize it); "raw": ship the traced graph.
+    fp32_graph: str = "optimized"
+    bench_results: Path | None = BENCH_RESULTS
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def parse_variants(variants: Sequence[str] | str) -> list[str]:
+    items = [v.strip().lower() for v in (variants.split(",") if isinstance(variants, str) else variants)]
+    items = [v for v in items if v]
+    unknown = [v for v in items if v not in VARIANTS]
+    if unknown or not items:
+        raise ExportError(f"unknown or empty variants {unknown or items} (choose from {', '.join(VARIANTS)})")
+    return list(dict.fromkeys(items))
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise ExportError(f"{out} exists and is not a model bundle; refusing to overwrite it")
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` (absent, empty, or an older bundle) by ``staging`` with renames only."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def preferred_variants(variants: Sequence[str], bench_results: Path | None) -> tuple[dict[str, str], str]:
+    """{provider: variant} from the latest backend benchmark when it recorded one, else the defaults."""
+    chosen, source = dict(DEFAULT_PREFERRED), "default (no benchmark results)"
+    if bench_results is not None and Path(bench_results).exists():
+        try:
+            bench = json.loads(Path(bench_results).read_text(encoding="utf-8"))
+            rec = bench.get("preferred_variant") or {}
+            chosen.update({k: v for k, v in rec.items() if k in chosen and v in VARIANTS})
+            hw = bench.get("hardware", {})
+            source = f"{Path(bench_results).name} ({hw.get('cpu', '?')}, {bench.get('created_at', '?')})"
+        except (OSError, json.JSONDecodeError, AttributeError):
+            source = f"default ({bench_results} unreadable)"
+    present = {}
+    for provider, variant in chosen.items():
+        if variant in variants:
+            present[provider] = variant
+        else:  # fall back to what the bundle has, fp32 first on CPU, fp16 first on GPUs
+            order = ("fp32", "int8", "fp16") if provider == "cpu" else ("fp16", "fp32", "int8")
+            present[provider] = next(v for v in order if v in variants)
+    return present, source
+
+
+def _architecture(ckpt: Checkpoint) -> dict[str, Any]:
+    c = ckpt.model.encoder.config
+    return {"model_type": c.model_type, "num_layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+            "num_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+            "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings,
+            "pooling": ckpt.model.pooling}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("turnwise", "torch", "transformers", "onnx", "onnxruntime"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+TOKENIZER_CHECK = [
+    "[usr] My card was charged TWICE for order #4421 — can you refund it?",
+    "[sys] Sorry about that! I've issued the refund; you'll see it in 3-5 days.",
+    "[usr] ok thx",
+]
+
+
+def _tokenizer_info(tokenizer: Any, files: list[str], pad: int) -> dict[str, Any]:
+    """Tokenizer files, special ids, and check strings with the ids this (HF) tokenizer gives them."""
+    ids = tokenizer(TOKENIZER_CHECK, add_special_tokens=False)["input_ids"]
+    return {"files": files, "cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": pad, "check": {"texts": TOKENIZER_CHECK, "ids": [list(map(int, x)) for x in ids]}}
+
+
+def _parity_session(path: Path, variant: str) -> tuple[Any, str]:
+    """A session to measure ``variant`` on: CPU when it runs there (fp16 included), else CUDA."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    errors = []
+    candidates = ["CPUExecutionProvider"]
+    if variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        candidates.append("CUDAExecutionProvider")
+    for provider in candidates:
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=[provider]), provider
+        except Exception as err:  # onnxruntime raises its own untyped Fail / NotImplemented errors
+            errors.append(f"{provider}: {err}")
+    raise ExportError(f"cannot measure parity of variant '{variant}' ({path.name}): "
+                      "no provider here runs it: " + "; ".join(errors))
+
+
+def _prove(variant: str, path: Path, ckpt: Checkpoint, probes: ProbeSet, reference: dict, tol: Tolerance,
+           pad: int) -> dict[str, Any]:
+    session, provider = _parity_session(path, variant)
+    got = run_probes(probes, ort_runner(session), pad)
+    rec = record(variant, path.name, compare(ckpt.schema, reference, got, output_name), tol, probes, provider)
+    check(variant, rec)
+    return rec
+
+
+def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options: ExportOptions | None = None,
+                  progress: Progress | None = None) -> ExportResult:
+    """Build a verified bundle at ``out`` from a checkpoint directory (or a loaded :class:`Checkpoint`)."""
+    opts = options or ExportOptions()
+    say = progress or (lambda _msg: None)
+    variants = parse_variants(opts.variants)
+    if opts.fp32_graph not in ("optimized", "raw"):
+        raise ExportError(f"fp32_graph must be 'optimized' or 'raw', not {opts.fp32_graph!r}")
+    missing_tol = [v for v in variants if v not in opts.tolerances]
+    if missing_tol:
+        raise ExportError(f"no parity tolerance for variant(s) {missing_tol}")
+    preset = get_preset(opts.quantization)
+    out = Path(out)
+    _check_out(out)
+
+    say("loading checkpoint")
+    if isinstance(checkpoint, Checkpoint):
+        ckpt, ckpt_dir = checkpoint, None
+    else:
+        ckpt_dir = Path(checkpoint)
+        ckpt = load_checkpoint(ckpt_dir)
+    ckpt.model.eval()
+    meta = ckpt.meta
+    cfg = TurnwiseOnnxConfig(tasks=tuple(ckpt.schema.names()), opset=opts.opset or DEFAULT_OPSET)
+
+    say("building the probe set")
+    probes = build_probe_set(ckpt.tokenizer, ckpt.window, opts.probe_data, opts.max_probes)
+    pad = pad_id(ckpt.tokenizer)
+    say(f"PyTorch reference logits on {len(probes.seqs)} probe windows")
+    reference = run_probes(probes, torch_runner(ckpt.model, cfg.output_names), pad)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="turnwise-export-") as scratch_s:
+            scratch = Path(scratch_s)
+            manifest = _build(ckpt, ckpt_dir, meta, cfg, opts, preset, variants, probes, reference, pad,
+                              scratch, staging, say)
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"bundle written to {out}")
+    return ExportResult(path=out, manifest=manifest)
+
+
+def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: TurnwiseOnnxConfig,
+           opts: ExportOptions, preset: QuantizationPreset, variants: list[str], probes: ProbeSet,
+           reference: dict, pad: int, scratch: Path, staging: Path, say: Progress) -> dict[str, Any]:
+    arch = _architecture(ckpt)
+    say(f"exporting ONNX (opset {cfg.opset})")
+    raw = export_raw(ckpt.model, scratch / "model.raw.onnx", cfg)
+    graphs: dict[str, dict[str, Any]] = {}
+    parity: dict[str, dict[str, Any]] = {}
+
+    fp32_src = raw
+    raw_settings = {"tool": "torch.onnx.export", "dynamo": False, "opset": cfg.opset}
+    fp32_info = GraphInfo(source="raw", built_from=None, settings=raw_settings, op_counts=op_counts(raw))
+    if opts.fp32_graph == "optimized" and ("fp32" in variants or "int8" in variants):
+        say("optimizing the fp32 graph (transformer fusions)")
+        fp32_src = scratch / "model.opt.onnx"
+        fp32_info = optimize_fp32(raw, fp32_src, num_heads=arch["num_heads"], hidden_size=arch["hidden_size"])
+
+    if "fp32" in variants:
+        dst = staging / VARIANT_FILES["fp32"]
+        shutil.copyfile(fp32_src, dst)
+        say("parity: fp32")
+        parity["fp32"] = _prove("fp32", dst, ckpt, probes, reference, opts.tolerances["fp32"], pad)
+        graphs["fp32"] = fp32_info.to_dict()
+
+    if "int8" in variants:
+        say(f"quantizing to int8 (preset {preset.name})")
+        dst = staging / VARIANT_FILES["int8"]
+        info = quantize_int8(fp32_src, dst, preset, head_outputs=list(cfg.output_names),
+                             built_from=fp32_info.source)
+        say("parity: int8")
+        parity["int8"] = _prove("int8", dst, ckpt, probes, reference, opts.tolerances["int8"], pad)
+        graphs["int8"] = {**info.to_dict(), "settings_file": QUANTIZATION_FILE}
+
+    if "fp16" in variants:
+        say("converting to fp16")
+        dst = staging / VARIANT_FILES["fp16"]
+        info = convert_fp16(raw, dst)
+        say("parity: fp16")
+        parity["fp16"] = _prove("fp16", dst, ckpt, probes, reference, opts.tolerances["fp16"], pad)
+        graphs["fp16"] = info.to_dict()
+
+    say("writing tokenizer, schema, card and manifest")
+    written = ckpt.tokenizer.save_pretrained(str(staging))
+    tok_files = sorted({Path(p).name for p in written if (staging / Path(p).name).is_file()})
+    if TOKENIZER_JSON not in tok_files:
+        raise ExportError("the checkpoint's tokenizer is not a fast tokenizer (no tokenizer.json); "
+                          "the loader serves tokenizer.json through the tokenizers library")
+    save_tasks(ckpt.schema, staging / TASKS_FILE)
+
+    preferred, preferred_source = preferred_variants(variants, opts.bench_results)
+    weights = ckpt_dir / WEIGHTS_FILE if ckpt_dir is not None else None
+    version = opts.version or meta.get("version") or (
+        f"0.0.0+{sha256_file(weights)[:12]}" if weights is not None and weights.exists() else "0.0.0")
+    name = opts.name or meta.get("name") or (ckpt_dir.resolve().name if ckpt_dir is not None else "turnwise")
+    manifest: dict[str, Any] = {
+        "format_version": None,  # set by write_manifest
+        "name": name,
+        "version": str(version),
+        "created_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "backbone": meta.get("backbone"),
+        "tasks": ckpt.schema.to_dict()["tasks"],
+        "window": ckpt.window.to_dict(),
+        "variants": {v: VARIANT_FILES[v] for v in variants},
+        "parity": parity,
+        "metrics": meta.get("metrics") or {},
+        "sha256": {},  # set by write_manifest
+        "preferred_variant": preferred,
+        "preferred_variant_source": preferred_source,
+        "io": cfg.io(),
+        "graphs": graphs,
+        "tokenizer": _tokenizer_info(ckpt.tokenizer, tok_files, pad),
+        "architecture": arch,
+        "card": CARD,
+        "tasks_file": TASKS_FILE,
+        "opset": cfg.opset,
+        "exporter": _versions(),
+        "source_checkpoint": {"path": str(ckpt_dir) if ckpt_dir is not None else None,
+                              "step": meta.get("step"), "format": meta.get("format")},
+    }
+    (staging / CARD).write_text(render_card(manifest, meta), encoding="utf-8")
+    write_manifest(staging, manifest)
+    return json.loads((staging / MANIFEST).read_text(encoding="utf-8"))

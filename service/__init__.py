@@ -1,0 +1,8 @@
+"""turnwise service: real-time scoring of live calls over REST and WebSocket (DESIGN §5-7).
+
+- :mod:`service.app` -- ``create_app()``: settings, store, engine and batcher built in the lifespan.
+- :mod:`service.store` -- the rolling window store (embedded or Redis).
+- :mod:`service.batcher` -- the micro-batcher with admission control and per-request deadlines.
+- :mod:`service.engine` -- the loaded model bundle, inference off the event loop, hot reload.
+- :mod:`service.serve` / :mod:`service.replay` / :mod:`service.cli` -- runner, replay client, CLI glue.
+"""

@@ -1,0 +1,111 @@
+"""Service settings: one pydantic-settings class, every field read from a ``TURNWISE_*`` env var.
+
+Example::
+
+    TURNWISE_BUNDLE=bundles/current TURNWISE_REDIS_URL=redis://localhost:6379/0 \\
+    TURNWISE_API_KEYS=key-a,key-b turnwise serve --port 8080
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TURNWISE_", extra="ignore")
+
+    # --- model ---------------------------------------------------------------------------------
+    bundle: Path | None = Field(
+        None,
+        description="Model bundle directory (holds bundle.json). May be a symlink: point it at a new "
+        "version (atomic `ln -sfn`) and the service hot-reloads it.",
+    )
+    variant: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto", description="Bundle variant to serve; auto = the loader's best choice for the providers."
+    )
+    providers: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu", description="ONNX Runtime execution providers."
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads (default: the loader's choice, one per core)."
+    )
+    reload_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between checks of bundle.json for a new version; 0 disables polling "
+        "(POST /v1/admin/reload still works).",
+    )
+
+    # --- store ---------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for the window store; unset = embedded in-process store (one replica only).",
+    )
+    key_prefix: str = Field("tw:", description="Prefix of every Redis key: <prefix>{<dialogue_id>}:turns ...")
+    window_ttl_s: int = Field(7200, ge=1, description="TTL of a dialogue's window, refreshed by every write.")
+    redis_timeout_s: float = Field(
+        0.5, gt=0, description="Redis connect/read timeout; a store that does not answer in time is a 503."
+    )
+    feedback_maxlen: int = Field(
+        1_000_000, ge=1, description="Approximate MAXLEN of the feedback stream (<prefix>feedback)."
+    )
+
+    # --- batching and limits -------------------------------------------------------------------
+    max_batch_size: int = Field(32, ge=1, description="Largest batch sent to the model.")
+    max_batch_tokens: int = Field(
+        8192, ge=1, description="Largest padded batch (batch size x longest sequence) sent to the model."
+    )
+    max_batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long the batcher waits for more requests after the first one of a "
+        "batch when the model is idle; while a batch runs the next one fills up anyway.",
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Requests admitted into the serving path at once; beyond it answer 429."
+    )
+    latency_budget_ms: float = Field(
+        1000.0,
+        gt=0,
+        description="Per-request deadline; a request still queued when it passes is answered "
+        "504 and never computed.",
+    )
+    max_text_chars: int = Field(2000, ge=1, description="Longest utterance accepted (413 above).")
+    max_turns_per_request: int = Field(
+        64, ge=1, description="Most turns in one POST /v1/score body (413 above)."
+    )
+    max_body_bytes: int = Field(262_144, ge=1024, description="Largest HTTP request body (413 above).")
+    max_frame_bytes: int = Field(65_536, ge=1024, description="Largest WebSocket frame (error frame above).")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429.")
+
+    # --- security and logging ------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys (Authorization: Bearer <key>); empty = auth off (a warning "
+        "is logged at start).",
+    )
+    log_text: bool = Field(False, description="Log utterance text (off by default: text is never logged).")
+    log_level: str = Field("info", description="Log level of the turnwise.service loggers.")
+    access_log: bool = Field(False, description="uvicorn access log (paths only, never bodies).")
+
+    # --- server --------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Bind address of `turnwise serve`.")
+    port: int = Field(8080, ge=0, le=65535, description="Port of `turnwise serve`.")
+    shutdown_grace_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long in-flight requests and WebSocket replies may take."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)

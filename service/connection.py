@@ -1,0 +1,180 @@
+"""One WebSocket stream (``/v1/stream``): a reader, a writer, and a task per frame in between.
+
+- The reader validates each frame by type (pydantic); a bad frame becomes an error frame
+  ``{"type": "error", "code", "message", "seq"}`` in its place in the reply order; the socket stays open.
+- Each turn runs the same pipeline as REST in its own task, so several turns can be in flight; a turn
+  starts its store append only after the previous frame's append, so the window order is the frame
+  order, and the writer sends replies strictly in frame order.
+- ``end`` waits for the connection's earlier frames, deletes the dialogue's window and answers
+  ``{"type": "ended", "dialogue_id"}``.
+- Drain (SIGTERM): stop reading, answer every frame already read, close with 1012 (service restart).
+  A client disconnect cancels the connection's tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from service.errors import ErrorKind, ServiceError, count_failure, validation_message
+from service.schemas import EndFrame, Frame, TurnFrame
+
+if TYPE_CHECKING:
+    from service.pipeline import Pipeline
+
+log = logging.getLogger("turnwise.service")
+
+FRAME = TypeAdapter(Frame)
+MAX_PENDING = 128  # frames read but not yet answered, per connection; beyond it the reader waits
+CLOSE_SERVICE_RESTART = 1012
+
+
+def error_frame(err: ServiceError, seq: int | None) -> dict[str, Any]:
+    return {"type": "error", "code": err.kind.value, "message": err.message, "seq": seq}
+
+
+def _seq_of(raw: str | bytes) -> int | None:
+    """Best-effort seq of a frame that failed validation, so the client can match the error."""
+    try:
+        seq = json.loads(raw).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+class StreamConnection:
+    def __init__(self, websocket: WebSocket, pipeline: Pipeline, *, max_frame_bytes: int):
+        self.ws = websocket
+        self.pipeline = pipeline
+        self.metrics = pipeline.metrics
+        self.max_frame_bytes = max_frame_bytes
+        self._pending: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(MAX_PENDING)
+        self._tasks: set[asyncio.Future[dict[str, Any]]] = set()
+        self._last_appended: asyncio.Event | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._draining = False
+
+    async def run(self) -> None:
+        self._reader = asyncio.create_task(self._read())
+        writer = asyncio.create_task(self._write())
+        self.metrics.ws_connections.inc()
+        try:
+            await asyncio.wait({self._reader, writer}, return_when=asyncio.FIRST_EXCEPTION)
+            if not self._draining:
+                await self._reader
+            await writer
+            if self._draining:
+                await self.ws.close(CLOSE_SERVICE_RESTART, "server shutting down")
+        except Exception as err:  # the client went away (disconnect, closed transport): nothing to answer
+            log.debug("stream closed: %s", type(err).__name__)
+        finally:
+            self.metrics.ws_connections.dec()
+            for task in (self._reader, writer, *self._tasks):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(self._reader, writer, *self._tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Stop reading; frames already read are answered before the socket closes."""
+        self._draining = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    # --- reading -----------------------------------------------------------------------------------
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                raw: str | bytes | None = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                await self._pending.put(self._dispatch(raw))
+        finally:
+            if self._draining:
+                await self._pending.put(None)  # the writer answers what was read, then stops
+
+    def _dispatch(self, raw: str | bytes) -> asyncio.Future[dict[str, Any]]:
+        size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+        if size > self.max_frame_bytes:
+            return self._done(
+                ServiceError(
+                    ErrorKind.too_large, f"frame of {size} bytes; the limit is {self.max_frame_bytes}"
+                ),
+                _seq_of(raw),
+            )
+        try:
+            frame = FRAME.validate_json(raw)
+        except ValidationError as err:
+            return self._done(
+                ServiceError(ErrorKind.invalid, validation_message(list(err.errors()))), _seq_of(raw)
+            )
+        previous, appended = self._last_appended, asyncio.Event()
+        self._last_appended = appended
+        if isinstance(frame, TurnFrame):
+            task = asyncio.ensure_future(self._turn(frame, previous, appended))
+        else:
+            task = asyncio.ensure_future(self._end(frame, list(self._tasks), appended))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _done(self, err: ServiceError, seq: int | None) -> asyncio.Future[dict[str, Any]]:
+        count_failure(self.metrics, err.kind)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future.set_result(error_frame(err, seq))
+        return future
+
+    async def _turn(
+        self, frame: TurnFrame, previous: asyncio.Event | None, appended: asyncio.Event
+    ) -> dict[str, Any]:
+        try:
+            if previous is not None:
+                await previous.wait()
+            body = await self.pipeline.score_turn(
+                frame.dialogue_id,
+                frame.seq,
+                frame.speaker,
+                frame.text,
+                endpoint="stream",
+                on_appended=appended.set,
+            )
+            return {"type": "scores", **body}
+        except ServiceError as err:
+            count_failure(self.metrics, err.kind)
+            return error_frame(err, frame.seq)
+        except Exception:
+            log.exception("stream turn failed")
+            count_failure(self.metrics, ErrorKind.internal)
+            return error_frame(ServiceError(ErrorKind.internal, "internal error"), frame.seq)
+        finally:
+            appended.set()
+
+    async def _end(
+        self, frame: EndFrame, earlier: list[asyncio.Future[dict[str, Any]]], appended: asyncio.Event
+    ) -> dict[str, Any]:
+        try:
+            await asyncio.gather(*earlier, return_exceptions=True)
+            await self.pipeline.end(frame.dialogue_id)
+            return {"type": "ended", "dialogue_id": frame.dialogue_id}
+        except ServiceError as err:
+            count_failure(self.metrics, err.kind)
+            return error_frame(err, None)
+        finally:
+            appended.set()
+
+    # --- writing -----------------------------------------------------------------------------------
+    async def _write(self) -> None:
+        while True:
+            item = await self._pending.get()
+            if item is None:
+                return
+            reply = await item
+            await self.ws.send_text(json.dumps(reply, ensure_ascii=False, separators=(",", ":")))

@@ -1,0 +1,62 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the app-state objects, the dialogue id, auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from service.config import Settings
+from service.errors import ErrorKind, ServiceError
+from service.metrics import Metrics
+from service.pipeline import Pipeline
+from service.schemas import DIALOGUE_ID_PATTERN
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_pipeline(request: Request) -> Pipeline:
+    return request.app.state.pipeline
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def key_is_valid(settings: Settings, presented: str | None) -> bool:
+    """Constant-time check against every configured key (no early exit that leaks which one matched)."""
+    if not settings.auth_enabled:
+        return True
+    if not presented:
+        return False
+    given = presented.encode()
+    ok = False
+    for key in settings.api_keys:
+        ok |= hmac.compare_digest(given, key.get_secret_value().encode())
+    return ok
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def require_api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    if not key_is_valid(request.app.state.settings, bearer_token(authorization)):
+        raise ServiceError(
+            ErrorKind.unauthenticated, "missing or invalid API key (Authorization: Bearer <key>)"
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DialogueId = Annotated[
+    str, Path(pattern=DIALOGUE_ID_PATTERN, description="1-128 characters of [A-Za-z0-9._:-]")
+]
+Authenticated = Depends(require_api_key)

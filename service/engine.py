@@ -1,0 +1,190 @@
+"""The model engine: the loaded bundle, inference off the event loop, and hot reload.
+
+Inference runs on one dedicated worker thread (ONNX Runtime releases the GIL and spreads one batch
+over its own intra-op threads), so the event loop keeps accepting, storing and answering while a
+batch runs. One batch at a time: on a few CPU cores a second concurrent batch only steals the
+cores the first one is using.
+
+Hot reload (DESIGN §7, "load, check, swap"): ``TURNWISE_BUNDLE`` names a bundle directory, usually a
+symlink to a versioned directory. Every ``reload_poll_s`` the engine fingerprints the bundle (the
+resolved path + the sha256 of ``bundle.json``); when the fingerprint changes it loads the new
+bundle on a side thread (the loader verifies checksums and the parity record and warms it up),
+checks that it scores a probe window with finite probabilities, and swaps it in between two
+batches. Requests already tokenized for the old bundle finish on the old bundle; nothing is
+dropped. If the new bundle fails, the old one keeps serving, ``turnwise_reloads_total{result=
+"failed"}`` goes up and the same fingerprint is not retried until it changes again. Deploy a new
+version by exporting into a new directory and re-pointing the symlink atomically
+(``ln -sfn v2 current.tmp && mv -T current.tmp current``); ``POST /v1/admin/reload`` forces a check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from export.loader import BundleError, LoadedBundle, load_bundle
+
+from service.errors import ErrorKind, ServiceError
+from turnwise.errors import TurnwiseError
+from turnwise.scoring import decode
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from service.metrics import Metrics
+
+log = logging.getLogger("turnwise.service")
+
+BUNDLE_MANIFEST = "bundle.json"
+PROBE_WINDOW = [
+    {"speaker": "agent", "text": "How can I help?"},
+    {"speaker": "customer", "text": "My card was charged twice."},
+]
+
+
+def bundle_fingerprint(path: Path) -> str:
+    """Resolved directory + sha256 of its manifest: changes when the symlink moves or bundle.json does."""
+    real = Path(os.path.realpath(path))
+    manifest = real / BUNDLE_MANIFEST
+    try:
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    except OSError:
+        digest = "missing"
+    return f"{real}:{digest}"
+
+
+def model_ref(bundle: LoadedBundle) -> dict[str, str]:
+    return {"name": str(bundle.name), "version": str(bundle.version)}
+
+
+class Engine:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        if settings.bundle is None:
+            raise ServiceError(
+                ErrorKind.model_unavailable, "no model bundle: set TURNWISE_BUNDLE or pass --bundle"
+            )
+        self.path = Path(settings.bundle)
+        self.settings = settings
+        self.metrics = metrics
+        self._bundle: LoadedBundle | None = None
+        self._fingerprint: str | None = None
+        self._rejected: str | None = None  # fingerprint of the last bundle that failed its checks
+        self._reload_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnwise-infer")
+        self.batches = 0  # model calls made (tests check that expired requests are never computed)
+
+    # --- loading ---------------------------------------------------------------------------------
+    def _load_checked(self, path: Path) -> LoadedBundle:
+        bundle = load_bundle(
+            path,
+            variant=self.settings.variant,
+            providers=self.settings.providers,
+            warmup=True,
+            intra_op_threads=self.settings.intra_op_threads,
+        )
+        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW]))
+        for task, probs in rows[0]["scores"].items():
+            if not probs or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.values()):
+                raise ServiceError(
+                    ErrorKind.bundle_rejected,
+                    f"bundle scores task '{task}' with invalid probabilities on the probe window",
+                )
+        return bundle
+
+    def _install(self, bundle: LoadedBundle, fingerprint: str) -> None:
+        self._bundle, self._fingerprint, self._rejected = bundle, fingerprint, None
+        if self.metrics is not None:
+            self.metrics.set_model(str(bundle.name), str(bundle.version), str(bundle.variant))
+
+    async def start(self) -> None:
+        """Load the configured bundle; a bundle that fails its checks stops the service from starting."""
+        fingerprint = bundle_fingerprint(self.path)
+        bundle = await asyncio.to_thread(self._load_checked, self.path)
+        self._install(bundle, fingerprint)
+        log.info(
+            "serving bundle %s %s (variant %s, providers %s) from %s",
+            bundle.name,
+            bundle.version,
+            bundle.variant,
+            bundle.providers,
+            self.path,
+        )
+
+    async def reload(self, *, force: bool = False) -> dict[str, Any]:
+        """Load, check, swap if the bundle changed (always with ``force``); keep the old one on failure."""
+        async with self._reload_lock:
+            fingerprint = bundle_fingerprint(self.path)
+            if not force and fingerprint in (self._fingerprint, self._rejected):
+                return {"reloaded": False, "model": model_ref(self.current)}
+            try:
+                bundle = await asyncio.to_thread(self._load_checked, self.path)
+            except (BundleError, TurnwiseError, ServiceError, OSError, ValueError, RuntimeError) as err:
+                self._rejected = fingerprint
+                if self.metrics is not None:
+                    self.metrics.reloads.labels(result="failed").inc()
+                message = err.message if isinstance(err, ServiceError) else f"{type(err).__name__}: {err}"
+                log.error(
+                    "bundle reload rejected, still serving %s %s: %s",
+                    self.current.name,
+                    self.current.version,
+                    message,
+                )
+                raise ServiceError(
+                    ErrorKind.bundle_rejected,
+                    f"new bundle rejected ({message}); still serving "
+                    f"{self.current.name} {self.current.version}",
+                ) from err
+            old = self.current
+            self._install(bundle, fingerprint)
+            if self.metrics is not None:
+                self.metrics.reloads.labels(result="ok").inc()
+            log.info("reloaded bundle: %s %s -> %s %s", old.name, old.version, bundle.name, bundle.version)
+            return {"reloaded": True, "model": model_ref(bundle), "previous": model_ref(old)}
+
+    async def watch(self, poll_s: float) -> None:
+        """Poll the bundle for a new version until cancelled."""
+        while True:
+            await asyncio.sleep(poll_s)
+            # A rejected bundle is logged and counted by reload(); the old one keeps serving.
+            with contextlib.suppress(ServiceError):
+                await self.reload()
+
+    # --- serving ---------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._bundle is not None
+
+    @property
+    def current(self) -> LoadedBundle:
+        if self._bundle is None:
+            raise ServiceError(ErrorKind.model_unavailable, "model not loaded yet")
+        return self._bundle
+
+    @staticmethod
+    def compute(bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
+        """One model call for a batch of token-id sequences -> one decoded row per sequence."""
+        logits = bundle.infer(seqs)
+        for task in bundle.schema.names():
+            got = logits.get(task)
+            if got is None or len(got) != len(seqs):
+                raise ServiceError(
+                    ErrorKind.model_unavailable,
+                    f"model returned {0 if got is None else len(got)} "
+                    f"rows of '{task}' for {len(seqs)} inputs",
+                )
+        return decode(bundle.schema, logits)
+
+    async def infer(self, bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
+        """Run :meth:`compute` on the inference thread, leaving the event loop free."""
+        self.batches += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.compute, bundle, seqs)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,209 @@
+"""The serving path shared by REST and WebSocket (DESIGN §7).
+
+validate -> admit -> append to window (atomic, idempotent) -> window formatter + tokenizer ->
+micro-batcher -> model -> store the result -> respond, with the time of each stage in ``timings_ms``
+and in the ``turnwise_stage_seconds`` histogram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from service.errors import ErrorKind, ServiceError
+from service.schemas import FeedbackIn, ScoreIn
+from turnwise.tasks import TaskType
+from turnwise.window import segments
+
+if TYPE_CHECKING:
+    from service.batcher import MicroBatcher
+    from service.config import Settings
+    from service.engine import Engine
+    from service.metrics import Metrics
+    from service.store.base import WindowStore
+
+log = logging.getLogger("turnwise.service")
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics
+    ):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.batcher = batcher
+        self.metrics = metrics
+        self.budget_s = settings.latency_budget_ms / 1000.0
+
+    def check_text(self, text: str) -> None:
+        if len(text) > self.settings.max_text_chars:
+            raise ServiceError(
+                ErrorKind.too_large,
+                f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}",
+            )
+
+    def _log_turn(self, dialogue_id: str, seq: int, text: str) -> None:
+        if self.settings.log_text:
+            log.info("turn %s/%d text=%r", dialogue_id, seq, text)
+
+    async def score_turn(
+        self,
+        dialogue_id: str,
+        seq: int,
+        speaker: str,
+        text: str,
+        *,
+        endpoint: str,
+        on_appended: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Append one turn and score it. ``on_appended`` fires once the store has ordered the turn
+        (or it failed), so a WebSocket can keep several turns in flight without reordering them."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.budget_s
+        try:
+            self.check_text(text)
+            self._log_turn(dialogue_id, seq, text)
+            with self.batcher.admit():
+                bundle = self.engine.current
+                t = time.perf_counter()
+                try:
+                    appended = await self.store.append(
+                        dialogue_id, seq, speaker, text, max_turns=bundle.window.max_turns
+                    )
+                finally:
+                    if on_appended is not None:
+                        on_appended()
+                        on_appended = None
+                store_ms = _ms(t)
+                if appended.status == "duplicate" and appended.result is not None:
+                    timings = {"store": store_ms, "total": _ms(started)}
+                    self._observe(endpoint, "duplicate", timings)
+                    return {**appended.result, "timings_ms": timings}
+                t = time.perf_counter()
+                ids = bundle.encode([appended.window])[0]
+                tokenize_ms = _ms(t)
+                row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
+                body = {
+                    "dialogue_id": dialogue_id,
+                    "seq": seq,
+                    "scores": row["scores"],
+                    "labels": row["labels"],
+                    "model": {"name": str(bundle.name), "version": str(bundle.version)},
+                    "window_turns": len(appended.window),
+                }
+                t = time.perf_counter()
+                await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}")
+                store_ms += _ms(t)
+        finally:
+            if on_appended is not None:
+                on_appended()
+        timings = {
+            "store": store_ms,
+            "tokenize": tokenize_ms,
+            "queue": batch_timings["queue"],
+            "inference": batch_timings["inference"],
+            "batch_size": batch_timings["batch_size"],
+            "total": _ms(started),
+        }
+        self._observe(endpoint, "scored", timings)
+        return {**body, "timings_ms": timings}
+
+    async def score(self, req: ScoreIn) -> dict[str, Any]:
+        """Stateless scoring of a list of turns: the last one, or every one with ``all``."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.budget_s
+        if len(req.turns) > self.settings.max_turns_per_request:
+            raise ServiceError(
+                ErrorKind.too_large,
+                f"{len(req.turns)} turns in one request; the limit is {self.settings.max_turns_per_request}",
+            )
+        for turn in req.turns:
+            self.check_text(turn.text)
+        bundle = self.engine.current
+        windows = segments(req.turns, bundle.window) if req.all else [req.turns]
+        with self.batcher.admit(weight=len(windows)):
+            t = time.perf_counter()
+            all_ids = bundle.encode(windows)
+            tokenize_ms = _ms(t)
+            # Submitted together, so they share batches.
+            rows = await asyncio.gather(*(self.batcher.submit(bundle, ids, deadline) for ids in all_ids))
+        model = {"name": str(bundle.name), "version": str(bundle.version)}
+        timings = {
+            "tokenize": tokenize_ms,
+            "queue": max(bt["queue"] for _, bt in rows),
+            "inference": max(bt["inference"] for _, bt in rows),
+            "total": _ms(started),
+        }
+        self._observe("score", "scored", timings)
+        outs = [
+            {
+                "scores": row["scores"],
+                "labels": row["labels"],
+                "model": model,
+                "window_turns": min(len(w), bundle.window.max_turns),
+            }
+            for (row, _), w in zip(rows, windows, strict=True)
+        ]
+        if req.all:
+            return {
+                "turns": [{k: v for k, v in o.items() if k != "model"} for o in outs],
+                "model": model,
+                "timings_ms": timings,
+            }
+        return {**outs[-1], "timings_ms": timings}
+
+    async def dialogue(self, dialogue_id: str) -> dict[str, Any]:
+        state = await self.store.get(dialogue_id)
+        if state is None:
+            raise ServiceError(
+                ErrorKind.not_found, f"dialogue '{dialogue_id}' not found (never seen, ended or expired)"
+            )
+        return {
+            "dialogue_id": dialogue_id,
+            "last_seq": state.last_seq,
+            "window": [t.as_dict() for t in state.window],
+            "last_result": state.result,
+            "model": state.model,
+        }
+
+    async def end(self, dialogue_id: str) -> None:
+        await self.store.delete(dialogue_id)
+
+    async def feedback(self, fb: FeedbackIn) -> str:
+        bundle = self.engine.current
+        task = bundle.schema.tasks.get(fb.task)
+        if task is None:
+            raise ServiceError(
+                ErrorKind.invalid, f"unknown task '{fb.task}' (model has {bundle.schema.names()})"
+            )
+        labels = [fb.label] if isinstance(fb.label, str) else list(fb.label)
+        if task.type is not TaskType.multilabel and len(labels) != 1:
+            raise ServiceError(ErrorKind.invalid, f"task '{fb.task}' takes exactly one label")
+        unknown = [lab for lab in labels if lab not in task.labels]
+        if unknown:
+            raise ServiceError(
+                ErrorKind.invalid,
+                f"unknown label(s) {unknown} for task '{fb.task}' (expected one of {task.labels})",
+            )
+        record = {
+            "dialogue_id": fb.dialogue_id,
+            "seq": str(fb.seq),
+            "task": fb.task,
+            "label": fb.label if isinstance(fb.label, str) else ",".join(labels),
+            "model": f"{bundle.name}@{bundle.version}",
+        }
+        entry_id = await self.store.add_feedback(record)
+        self.metrics.feedback.inc()
+        return entry_id
+
+    def _observe(self, endpoint: str, outcome: str, timings: dict[str, float]) -> None:
+        self.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+        self.metrics.observe_timings(endpoint, timings)

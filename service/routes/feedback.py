@@ -1,0 +1,18 @@
+"""Label feedback for the training sidecar, appended to the feedback stream."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.deps import Authenticated, PipelineDep
+from service.schemas import ERROR_RESPONSES, FeedbackIn
+
+router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[Authenticated], responses=ERROR_RESPONSES)
+
+
+@router.post("/feedback", status_code=202, response_model=None)
+async def feedback(fb: FeedbackIn, pipeline: PipelineDep) -> JSONResponse:
+    """Accept a corrected label for (dialogue_id, seq, task); 202 once it is in the stream."""
+    entry_id = await pipeline.feedback(fb)
+    return JSONResponse({"status": "accepted", "id": entry_id}, status_code=202)

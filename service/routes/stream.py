@@ -1,0 +1,53 @@
+"""WS /v1/stream: authenticate the handshake, then hand the socket to a :class:`StreamConnection`.
+
+Auth: ``Authorization: Bearer <key>``; browsers, which cannot set headers on a WebSocket, offer the
+subprotocols ``["turnwise", "bearer.<key>"]`` instead (the server selects ``turnwise``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+
+from service.connection import StreamConnection
+from service.deps import bearer_token, key_is_valid
+from service.errors import ErrorKind, ServiceError, count_failure
+
+router = APIRouter(tags=["stream"])
+
+SUBPROTOCOL = "turnwise"
+BEARER_SUBPROTOCOL = "bearer."
+
+
+async def _deny(websocket: WebSocket, err: ServiceError) -> None:
+    count_failure(websocket.app.state.metrics, err.kind)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+        )
+    else:  # servers without the denial-response extension: close the handshake (HTTP 403)
+        await websocket.close(code=1008, reason=err.message)
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    offered = list(websocket.scope.get("subprotocols") or [])
+    token = bearer_token(websocket.headers.get("authorization"))
+    if token is None:
+        token = next(
+            (p[len(BEARER_SUBPROTOCOL) :] for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None
+        )
+    if not key_is_valid(state.settings, token):
+        await _deny(websocket, ServiceError(ErrorKind.unauthenticated, "missing or invalid API key"))
+        return
+    if state.draining:
+        await _deny(websocket, ServiceError(ErrorKind.model_unavailable, "shutting down"))
+        return
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    conn = StreamConnection(websocket, state.pipeline, max_frame_bytes=state.settings.max_frame_bytes)
+    state.connections.add(conn)
+    try:
+        await conn.run()
+    finally:
+        state.connections.discard(conn)

@@ -1,0 +1,105 @@
+"""The embedded window store: same semantics as Redis, in this process (one replica, laptop default).
+
+Every method runs without awaiting in between, so on one event loop each call is atomic, exactly
+like the Redis Lua script. Expired dialogues are dropped lazily on access and by a sweep every
+``SWEEP_EVERY`` appends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore, conflict, fingerprint
+
+SWEEP_EVERY = 1024
+
+
+@dataclass
+class _Entry:
+    turns: deque[StoredTurn]
+    last_seq: int
+    last_hash: str
+    expires_at: float
+    result: dict[str, Any] | None = None
+    model: str | None = None
+
+
+class MemoryStore(WindowStore):
+    kind = "memory"
+
+    def __init__(self, *, ttl_s: int = 7200, feedback_maxlen: int = 1_000_000):
+        self.ttl_s = ttl_s
+        self._dialogues: dict[str, _Entry] = {}
+        # The embedded equivalent of the Redis stream: (id, record), oldest first, bounded.
+        self.feedback: deque[tuple[str, dict[str, str]]] = deque(maxlen=feedback_maxlen)
+        self._feedback_seq = 0
+        self._appends = 0
+
+    def _live(self, dialogue_id: str, now: float) -> _Entry | None:
+        entry = self._dialogues.get(dialogue_id)
+        if entry is not None and entry.expires_at <= now:
+            del self._dialogues[dialogue_id]
+            return None
+        return entry
+
+    def _sweep(self, now: float) -> None:
+        for key in [k for k, e in self._dialogues.items() if e.expires_at <= now]:
+            del self._dialogues[key]
+
+    async def append(
+        self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int
+    ) -> AppendResult:
+        now = time.monotonic()
+        self._appends += 1
+        if self._appends % SWEEP_EVERY == 0:
+            self._sweep(now)
+        digest = fingerprint(speaker, text)
+        entry = self._live(dialogue_id, now)
+        if entry is not None:
+            if seq < entry.last_seq:
+                raise conflict(dialogue_id, seq, entry.last_seq, stale=True)
+            if seq == entry.last_seq:
+                if digest != entry.last_hash:
+                    raise conflict(dialogue_id, seq, entry.last_seq, stale=False)
+                entry.expires_at = now + self.ttl_s
+                return AppendResult("duplicate", list(entry.turns), entry.result)
+        turn = StoredTurn(seq, speaker, text)
+        if entry is None:
+            entry = _Entry(turns=deque(maxlen=max_turns), last_seq=seq, last_hash=digest, expires_at=0.0)
+            self._dialogues[dialogue_id] = entry
+        elif entry.turns.maxlen != max_turns:  # a reloaded bundle changed window.max_turns
+            entry.turns = deque(entry.turns, maxlen=max_turns)
+        entry.turns.append(turn)
+        entry.last_seq, entry.last_hash = seq, digest
+        entry.result, entry.model = None, None
+        entry.expires_at = now + self.ttl_s
+        return AppendResult("appended", list(entry.turns))
+
+    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
+        entry = self._live(dialogue_id, time.monotonic())
+        if entry is None or entry.last_seq != seq:
+            return False
+        entry.result, entry.model = result, model
+        entry.expires_at = time.monotonic() + self.ttl_s
+        return True
+
+    async def get(self, dialogue_id: str) -> DialogueState | None:
+        entry = self._live(dialogue_id, time.monotonic())
+        if entry is None:
+            return None
+        return DialogueState(dialogue_id, list(entry.turns), entry.last_seq, entry.result, entry.model)
+
+    async def delete(self, dialogue_id: str) -> bool:
+        return self._dialogues.pop(dialogue_id, None) is not None
+
+    async def add_feedback(self, record: dict[str, str]) -> str:
+        self._feedback_seq += 1
+        entry_id = f"{int(time.time() * 1000)}-{self._feedback_seq}"
+        self.feedback.append((entry_id, dict(record)))
+        return entry_id
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,183 @@
+"""The Redis window store (DESIGN §6).
+
+Keys, hash-tagged so a dialogue's keys share one Redis Cluster slot (``dialogue_id`` cannot hold
+braces: its alphabet is ``[A-Za-z0-9._:-]``)::
+
+    <prefix>{<dialogue_id>}:turns   LIST of turn JSON {"seq", "speaker", "text"}, trimmed to max_turns
+    <prefix>{<dialogue_id>}:meta    HASH last_seq, last_hash, result (JSON), model
+    <prefix>feedback                STREAM, XADD MAXLEN ~ feedback_maxlen
+
+Append + dedupe + trim + expire run in one Lua script (:data:`APPEND_LUA`), so a crash or a lost
+connection can never leave half a write. Any Redis connection error or timeout becomes
+``ServiceError(store_unavailable)`` (503); the pool reconnects by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.errors import ErrorKind, ServiceError
+from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore, conflict, fingerprint
+
+T = TypeVar("T")
+
+# KEYS: turns, meta. ARGV: seq, fingerprint, turn JSON, max_turns, ttl_s.
+# -> {status, last_seq, result JSON or "", window LIST}; status in appended|duplicate|stale|conflict.
+APPEND_LUA = """
+local seq = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[5])
+local meta = redis.call('HMGET', KEYS[2], 'last_seq', 'last_hash', 'result')
+if meta[1] then
+  local last = tonumber(meta[1])
+  if seq < last then return {'stale', meta[1], '', {}} end
+  if seq == last then
+    if meta[2] ~= ARGV[2] then return {'conflict', meta[1], '', {}} end
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
+    return {'duplicate', meta[1], meta[3] or '', redis.call('LRANGE', KEYS[1], 0, -1)}
+  end
+end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('HSET', KEYS[2], 'last_seq', ARGV[1], 'last_hash', ARGV[2])
+redis.call('HDEL', KEYS[2], 'result', 'model')
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1)}
+"""
+
+# KEYS: meta. ARGV: seq, result JSON, model, ttl_s. Writes only while seq is still the last turn.
+SET_RESULT_LUA = """
+local last = redis.call('HGET', KEYS[1], 'last_seq')
+if last and tonumber(last) == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'result', ARGV[2], 'model', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  return 1
+end
+return 0
+"""
+
+
+class RedisStore(WindowStore):
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "tw:",
+        ttl_s: int = 7200,
+        timeout_s: float = 0.5,
+        feedback_maxlen: int = 1_000_000,
+    ):
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.feedback_maxlen = feedback_maxlen
+        # One quick retry covers a connection the server closed while idle; a Redis that is really
+        # down fails in about timeout_s and becomes a 503 instead of hanging the request.
+        self.client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=30,
+        )
+        self._append = self.client.register_script(APPEND_LUA)
+        self._set_result = self.client.register_script(SET_RESULT_LUA)
+
+    def turns_key(self, dialogue_id: str) -> str:
+        return f"{self.prefix}{{{dialogue_id}}}:turns"
+
+    def meta_key(self, dialogue_id: str) -> str:
+        return f"{self.prefix}{{{dialogue_id}}}:meta"
+
+    @property
+    def feedback_key(self) -> str:
+        return f"{self.prefix}feedback"
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+            raise ServiceError(
+                ErrorKind.store_unavailable, f"window store unavailable (Redis: {type(err).__name__})"
+            ) from err
+        except RedisError as err:
+            raise ServiceError(ErrorKind.store_unavailable, f"window store error (Redis: {err})") from err
+
+    async def append(
+        self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int
+    ) -> AppendResult:
+        turn = StoredTurn(seq, speaker, text)
+        keys = [self.turns_key(dialogue_id), self.meta_key(dialogue_id)]
+        args = [seq, fingerprint(speaker, text), turn.to_json(), max_turns, self.ttl_s]
+        status, last, result, raw_window = await self._call(lambda: self._append(keys=keys, args=args))
+        if status == "stale":
+            raise conflict(dialogue_id, seq, int(last), stale=True)
+        if status == "conflict":
+            raise conflict(dialogue_id, seq, int(last), stale=False)
+        window = [StoredTurn.from_json(raw) for raw in raw_window]
+        return AppendResult(status, window, json.loads(result) if result else None)
+
+    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
+        payload = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+        done = await self._call(
+            lambda: self._set_result(
+                keys=[self.meta_key(dialogue_id)], args=[seq, payload, model, self.ttl_s]
+            )
+        )
+        return bool(done)
+
+    async def get(self, dialogue_id: str) -> DialogueState | None:
+        async def op() -> list[Any]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.lrange(self.turns_key(dialogue_id), 0, -1)
+                pipe.hgetall(self.meta_key(dialogue_id))
+                return await pipe.execute()
+
+        raw_window, meta = await self._call(op)
+        if not raw_window and not meta:
+            return None
+        return DialogueState(
+            dialogue_id=dialogue_id,
+            window=[StoredTurn.from_json(raw) for raw in raw_window],
+            last_seq=int(meta["last_seq"]) if "last_seq" in meta else None,
+            result=json.loads(meta["result"]) if meta.get("result") else None,
+            model=meta.get("model"),
+        )
+
+    async def delete(self, dialogue_id: str) -> bool:
+        n = await self._call(
+            lambda: self.client.delete(self.turns_key(dialogue_id), self.meta_key(dialogue_id))
+        )
+        return bool(n)
+
+    async def add_feedback(self, record: dict[str, str]) -> str:
+        fields = {**record, "ts": f"{time.time():.3f}"}
+        entry_id = await self._call(
+            lambda: self.client.xadd(
+                self.feedback_key,
+                fields,  # type: ignore[arg-type]
+                maxlen=self.feedback_maxlen,
+                approximate=True,
+            )
+        )
+        return str(entry_id)
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.client.aclose()

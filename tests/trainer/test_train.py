@@ -1,0 +1,161 @@
+"""Training end to end on the tiny backbone: finetune-only, pairwise pretraining, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import load_checkpoint, load_training_state
+from trainer.evaluate import evaluate_path
+from trainer.segments import build_segments
+from trainer.train import TrainConfig, pick_gold_dialogues, train
+from turnwise.dialogue import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def dialogues(samples_dir):
+    return read_jsonl(samples_dir / "dialogues.jsonl")
+
+
+def quick_cfg(backbone, **kw) -> TrainConfig:
+    base = dict(backbone=str(backbone), max_tokens=48, max_turns=4, batch_size=16, pretrain_steps=0,
+                finetune_epochs=1, precision="fp32", save_every=1000, finetune_lr=1e-3, head_lr=3e-3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_finetune_only_writes_a_loadable_checkpoint_that_evaluates(tmp_path, tiny_backbone, sample_schema, dialogues):
+    cfg = quick_cfg(tiny_backbone, objective="none", max_steps=6)
+    res = train(cfg, dialogues[:20], sample_schema, tmp_path / "ck", val_dialogues=dialogues[20:26])
+    assert res.steps == 6 and res.best_metric is not None
+    ckpt = load_checkpoint(tmp_path / "ck")
+    assert ckpt.schema.names() == ["intent", "act", "sentiment"] and ckpt.window.max_tokens == 48
+    assert ckpt.meta["train_config"]["objective"] == "none"
+    report = evaluate_path(tmp_path / "ck", dialogues[26:30])
+    assert set(report["tasks"]) == {"intent", "act", "sentiment"}
+    act = report["tasks"]["act"]
+    assert act["n"] == sum(len(d.turns) for d in dialogues[26:30])
+    assert np.asarray(act["confusion"]).sum() == act["n"]
+    assert 0.0 <= act["accuracy"] <= 1.0
+
+
+@dataclass
+class Rec:
+    scores: list
+
+
+def keyword_teacher(dialogues):
+    """A teacher whose 'has_intent' score is 1 exactly on turns that mention a refund or cancel."""
+    out = {}
+    for d in dialogues:
+        s = []
+        for t in d.turns:
+            hit = any(w in t.text.lower() for w in ("refund", "cancel", "charged"))
+            s.append([0.0, 1.0] if hit else [1.0, 0.0])
+        out[(d.dialogue_id, "intent")] = Rec(s)
+    return out
+
+
+def concordance(model, seg, pad_id):
+    """Fraction of intra-dialogue pairs the student orders like the teacher (class has_intent)."""
+    from trainer.evaluate import predict_segments
+
+    f = predict_segments(model, seg, pad_id)["intent"][:, 1]
+    s = seg.teacher["intent"][:, 1]
+    dlg = np.asarray(seg.dialogue)
+    good = total = 0
+    for d in np.unique(dlg):
+        idx = np.flatnonzero(dlg == d)
+        for a in idx:
+            for b in idx:
+                if s[a] > s[b]:
+                    total += 1
+                    good += f[a] > f[b]
+    return good / total
+
+
+@pytest.mark.parametrize("objective", ["pairwise", "pointwise"])
+def test_pretraining_learns_the_teachers_ordering(tmp_path, tiny_backbone, sample_schema, dialogues, objective):
+    schema = sample_schema.select(["intent"])
+    teacher = keyword_teacher(dialogues)
+    cfg = quick_cfg(tiny_backbone, objective=objective, pretrain_steps=40, pretrain_lr=5e-4, finetune_epochs=0,
+                    tasks=["intent"], alpha=0.5, max_turns=1)
+    from trainer.model import build_model
+
+    built = build_model(str(tiny_backbone), schema, seed=cfg.seed)
+    seg = build_segments(dialogues[:24], schema, built.tokenizer, cfg_window(cfg), teacher=teacher)
+    before = concordance(built.model, seg, built.tokenizer.pad_token_id)
+    res = train(cfg, dialogues[:24], schema, tmp_path / "ck", teacher=teacher)
+    assert res.steps == 40
+    after = concordance(load_checkpoint(tmp_path / "ck").model, seg, built.tokenizer.pad_token_id)
+    assert after > max(before, 0.5) + 0.2, (before, after)
+
+
+def cfg_window(cfg):
+    from turnwise.window import WindowConfig
+
+    return WindowConfig(max_turns=cfg.max_turns, max_tokens=cfg.max_tokens)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny_backbone, sample_schema, dialogues):
+    teacher = keyword_teacher(dialogues)
+    schema = sample_schema.select(["intent"])
+    cfg = quick_cfg(tiny_backbone, objective="pairwise", pretrain_steps=4, tasks=["intent"], max_steps=4,
+                    save_every=2, pretrain_lr=1e-3)
+    full = train(cfg, dialogues[:16], schema, tmp_path / "full", val_dialogues=dialogues[16:20], teacher=teacher)
+
+    def kill_at_5(phase, step, total, info):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, dialogues[:16], schema, tmp_path / "part", val_dialogues=dialogues[16:20], teacher=teacher,
+              progress=kill_at_5)
+    assert load_training_state(tmp_path / "part")["step"] == 4
+    resumed = train(cfg, dialogues[:16], schema, tmp_path / "part", val_dialogues=dialogues[16:20], teacher=teacher)
+    assert resumed.resumed_from == 4 and resumed.steps == full.steps == 8
+    a = load_training_state(tmp_path / "full")["model"]
+    b = load_training_state(tmp_path / "part")["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    # a finished run is not trained again
+    again = train(cfg, dialogues[:16], schema, tmp_path / "part", val_dialogues=dialogues[16:20], teacher=teacher)
+    assert again.resumed_from == 8
+    with pytest.raises(ValueError, match="different configuration"):
+        train(quick_cfg(tiny_backbone, objective="pairwise", pretrain_steps=5, tasks=["intent"]), dialogues[:16],
+              schema, tmp_path / "part", teacher=teacher)
+
+
+def test_gold_fraction_is_seeded(dialogues):
+    a = pick_gold_dialogues(dialogues, ["act"], 0.1, seed=3)
+    assert a == pick_gold_dialogues(dialogues, ["act"], 0.1, seed=3)
+    assert len(a) == round(0.1 * len(dialogues))
+    assert a != pick_gold_dialogues(dialogues, ["act"], 0.1, seed=4)
+
+
+def test_cli_train_and_evaluate(tmp_path, tiny_backbone, samples_dir):
+    from typer.testing import CliRunner
+
+    from turnwise.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--data", str(samples_dir / "dialogues.jsonl"), "--tasks",
+                              str(samples_dir / "tasks.yaml"), "--objective", "none", "--backbone", str(tiny_backbone),
+                              "--out", str(tmp_path / "ck"), "--max-steps", "3", "--max-dialogues", "12",
+                              "--max-tokens", "32", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["steps"] == 3
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "ck"), "--data",
+                              str(samples_dir / "dialogues.jsonl"), "--max-dialogues", "3", "--out",
+                              str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["tasks"]["sentiment"]["n"] > 0

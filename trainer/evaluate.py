@@ -1,0 +1,158 @@
+"""Evaluation: accuracy and macro-F1 per task, confusion matrices, a JSON report.
+
+Works on a PyTorch checkpoint or an exported model bundle (DESIGN §2): both are turned into
+per-task logits for every gold-labelled turn of the dialogues, windows formatted by the shared
+formatter, then scored by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.segments import SegmentSet, build_segments, collate
+from turnwise.dialogue import Dialogue
+from turnwise.scoring import predict_indices, probabilities
+from turnwise.tasks import TaskSchema, TaskType
+
+EVAL_BATCH = 64
+
+
+@torch.no_grad()
+def predict_segments(model: Any, seg: SegmentSet, pad_id: int, *, bf16: bool = False,
+                     index: np.ndarray | None = None, batch_size: int = EVAL_BATCH) -> dict[str, np.ndarray]:
+    """Logits (N, C) per task for the segments ``index`` (default: all), sorted by length for speed."""
+    was_training = model.training
+    model.eval()
+    idx = np.arange(len(seg)) if index is None else np.asarray(index)
+    order = idx[np.argsort([len(seg.ids[i]) for i in idx], kind="stable")]
+    out: dict[str, np.ndarray] = {n: np.zeros((len(seg), seg.schema[n].num_labels), dtype=np.float32)
+                                  for n in seg.schema.names()}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        with ctx:
+            logits = model.logits_dict(**collate(seg, chunk, pad_id))
+        for n, v in logits.items():
+            out[n][chunk] = v.float().numpy()
+    model.train(was_training)
+    return out
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def single_label_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    c = len(labels)
+    conf = np.zeros((c, c), dtype=np.int64)
+    np.add.at(conf, (gold, pred), 1)
+    tp = np.diag(conf).astype(float)
+    fp = conf.sum(0) - tp
+    fn = conf.sum(1) - tp
+    f1 = _f1(tp, fp, fn)
+    present = conf.sum(1) > 0  # macro-F1 over classes that occur in the gold labels
+    return {
+        "n": int(len(gold)),
+        "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_f1": {lab: float(v) for lab, v in zip(labels, f1, strict=True)},
+        "labels": labels,
+        "confusion": conf.tolist(),  # rows: gold, columns: predicted
+    }
+
+
+def multilabel_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    tp = (gold * pred).sum(0)
+    fp = ((1 - gold) * pred).sum(0)
+    fn = (gold * (1 - pred)).sum(0)
+    f1 = _f1(tp, fp, fn)
+    micro = _f1(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))[0]
+    present = gold.sum(0) > 0
+    return {
+        "n": int(len(gold)),
+        "accuracy": float((gold == pred).all(1).mean()) if len(gold) else 0.0,  # exact match
+        "micro_f1": float(micro),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_f1": {lab: float(v) for lab, v in zip(labels, f1, strict=True)},
+        "labels": labels,
+    }
+
+
+def compute_metrics(schema: TaskSchema, seg: SegmentSet, logits: dict[str, np.ndarray],
+                    select: str = "accuracy") -> dict[str, Any]:
+    """Per-task metrics on gold-labelled segments; ``score`` = mean of ``select`` over tasks with gold."""
+    tasks: dict[str, Any] = {}
+    for name in schema.names():
+        task = schema[name]
+        keep = seg.has_gold(name)
+        if not keep.any():
+            continue
+        probs = probabilities(task.type, logits[name][keep])
+        pred = predict_indices(task.type, probs)
+        gold = seg.gold[name][keep]
+        if task.type is TaskType.multilabel:
+            tasks[name] = multilabel_metrics(task.labels, gold.astype(np.int64), pred)
+        else:
+            tasks[name] = single_label_metrics(task.labels, gold, pred)
+    score = float(np.mean([m[select] for m in tasks.values()])) if tasks else 0.0
+    return {"score": score, "select": select, "tasks": tasks}
+
+
+class _BundleAdapter:
+    """Makes a loaded ONNX bundle look like the student for :func:`predict_segments`."""
+
+    def __init__(self, bundle: Any):
+        self.bundle = bundle
+        self.training = False
+
+    def eval(self) -> None:
+        return None
+
+    def train(self, mode: bool = True) -> None:
+        return None
+
+    def logits_dict(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
+        seqs = [row[: int(m.sum())].tolist() for row, m in zip(input_ids, attention_mask, strict=True)]
+        return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in self.bundle.infer(seqs).items()}
+
+
+def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, tasks: list[str] | None = None,
+                  variant: str = "auto") -> dict[str, Any]:
+    """Evaluate a checkpoint directory or a model bundle directory on gold-labelled dialogues."""
+    p = Path(model_path)
+    if (p / "bundle.json").exists():
+        from export.loader import load_bundle
+
+        bundle = load_bundle(p, variant=variant)
+        schema, window, tokenizer = bundle.schema, bundle.window, bundle.tokenizer
+        model: Any = _BundleAdapter(bundle)
+        kind = f"bundle:{bundle.variant}"
+    else:
+        from trainer.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(p)
+        schema, window, tokenizer, model = ckpt.schema, ckpt.window, ckpt.tokenizer, ckpt.model
+        kind = "checkpoint"
+    schema = schema.select(tasks)
+    seg = build_segments(dialogues, schema, tokenizer, window)
+    gold_any = np.zeros(len(seg), dtype=bool)
+    for n in schema.names():
+        gold_any |= seg.has_gold(n)
+    logits = predict_segments(model, seg, tokenizer.pad_token_id, index=np.flatnonzero(gold_any))
+    report = compute_metrics(schema, seg, logits)
+    report.update({"model": str(p), "kind": kind, "dialogues": len(dialogues), "segments": int(gold_any.sum())})
+    return report
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> Path:
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return p

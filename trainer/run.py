@@ -1,0 +1,111 @@
+"""Glue between the CLI and the trainer: resolve data, splits and teacher scores, show progress."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from trainer.train import TrainConfig, record_run_facts, train
+from turnwise.dialogue import Dialogue, read_jsonl
+from turnwise.errors import DataError
+
+console = Console(stderr=True)
+VAL_FRACTION = 0.1
+
+
+def split_off(dialogues: list[Dialogue], fraction: float, seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
+    """Deterministic dialogue-level split: (rest, held_out) with ``fraction`` held out (at least 1)."""
+    rng = np.random.default_rng([seed, 31337])
+    order = rng.permutation(len(dialogues))
+    k = max(1, round(fraction * len(dialogues)))
+    held = set(order[:k].tolist())
+    return ([d for i, d in enumerate(dialogues) if i not in held], [d for i, d in enumerate(dialogues) if i in held])
+
+
+def resolve_train_data(data: Path, source: str, val: Path | None, max_dialogues: int | None,
+                       seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
+    from trainer.data import load_source
+
+    if source == "jsonl":
+        train_d = read_jsonl(data)
+        if max_dialogues:
+            train_d = train_d[:max_dialogues]
+        if val is not None:
+            return train_d, read_jsonl(val)
+        return split_off(train_d, VAL_FRACTION, seed)
+    train_d = load_source(source, data, "train", max_dialogues=max_dialogues)
+    if val is not None:
+        return train_d, read_jsonl(val)
+    val_cap = max(50, max_dialogues // 5) if max_dialogues else None
+    try:
+        return train_d, load_source(source, data, "validation", max_dialogues=val_cap)
+    except DataError:
+        return split_off(train_d, VAL_FRACTION, seed)
+
+
+def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: list[str] | None, scores: Path | None,
+              objective: str, alpha: float, pair_mode: str, pair_budget: int, gold_fraction: float, backbone: str,
+              source: str, val: Path | None, pretrain_steps: int, finetune_epochs: int, batch_size: int,
+              max_steps: int | None, max_dialogues: int | None, max_tokens: int, max_turns: int, lr: float,
+              precision: str, seed: int) -> dict[str, Any]:
+    from turnwise.cli import load_schema
+
+    schema = load_schema(tasks_path, source)
+    train_d, val_d = resolve_train_data(data, source, val, max_dialogues, seed)
+    teacher, teacher_info = None, None
+    if scores is not None and objective != "none":
+        from trainer.teachers.scores import read_scores
+
+        teacher = read_scores(scores)
+        first = next(iter(teacher.values()), None)
+        teacher_info = getattr(first, "teacher", None)
+    elif objective != "none":
+        console.print(f"[yellow]no --scores given: skipping {objective} pretraining, finetuning only[/]")
+        objective = "none"
+    cfg = TrainConfig(objective=objective, alpha=alpha, pair_mode=pair_mode, pair_budget=pair_budget,
+                      gold_fraction=gold_fraction, backbone=backbone, max_tokens=max_tokens, max_turns=max_turns,
+                      pretrain_steps=pretrain_steps, finetune_epochs=finetune_epochs, batch_size=batch_size,
+                      max_steps=max_steps, finetune_lr=lr, precision=precision, seed=seed, tasks=task_names)
+    console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "
+                  f"{schema.select(task_names).names()}, objective: {objective}, gold fraction: {gold_fraction}")
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        job = bar.add_task("training", total=None, info="")
+
+        def progress(phase: str, step: int, total: int, info: dict[str, float]) -> None:
+            text = " ".join(f"{k}={v:.4f}" for k, v in info.items())
+            bar.update(job, completed=step, total=total, description=phase, info=text)
+
+        result = train(cfg, train_d, schema, out, val_dialogues=val_d, teacher=teacher, teacher_info=teacher_info,
+                       progress=progress)
+    record_run_facts(out, result)
+    return {"checkpoint": str(result.checkpoint), "best_val": result.best_metric, "best_step": result.best_step,
+            "steps": result.steps, "resumed_from": result.resumed_from, "precision": result.precision,
+            "throughput": result.throughput, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    out = Console()
+    table = Table(title=f"evaluation of {report.get('model', '')} ({report.get('segments', 0)} turns)")
+    for col in ("task", "n", "accuracy", "macro-F1"):
+        table.add_column(col, justify="right" if col != "task" else "left")
+    for name, m in report["tasks"].items():
+        table.add_row(name, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
+    out.print(table)
+    for name, m in report["tasks"].items():
+        if "confusion" not in m:
+            continue
+        conf = Table(title=f"{name}: confusion (rows gold, columns predicted)")
+        conf.add_column("")
+        for lab in m["labels"]:
+            conf.add_column(lab[:10], justify="right")
+        for lab, row in zip(m["labels"], m["confusion"], strict=True):
+            conf.add_row(lab, *[str(x) for x in row])
+        out.print(conf)

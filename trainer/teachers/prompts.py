@@ -1,0 +1,352 @@
+"""The prompt bank: per-task prompt templates and label descriptions (data files), rendering, parsers.
+
+A bank is a folder of YAML files (default: ``trainer/prompts/``), one per task and label set::
+
+    task: act
+    labels: [inform, question, directive, commissive]
+    description: "..."
+    label_descriptions: {inform: ["definition", "paraphrase", ...], ...}
+    prompts:
+      - {id: act.choice.v1, style: choice, unit: turn, max_tokens: 4, system: "...", user: "..."}
+
+Templates are plain text with ``$name`` placeholders (:class:`string.Template`; ``$$`` is a dollar
+sign), so JSON examples need no escaping. A task of a schema finds its file by name and label list:
+``emotion`` of DailyDialog and ``emotion`` of MELD are two files.
+
+Styles and their parsers (every parser returns an abstention, never raises, on an answer it cannot read):
+
+- ``choice`` (unit ``turn``): lettered options; the answer is a letter (or, failing that, exactly one
+  label name). Multilabel: letters separated by commas, or ``NONE``.
+- ``label_json`` (unit ``turn``): ``{"reason": "...", "label": "<label>"}`` (multilabel: a list).
+- ``lines_json`` (unit ``dialogue``): the whole dialogue with numbered lines; the answer maps labels
+  to lists of line numbers. A line listed under two labels of a single-label task abstains; an unlisted
+  line gets ``default_label`` when the prompt names one (e.g. "lines not listed are neutral"), else abstains.
+
+Windows: a turn prompt sees the window that the student sees (``turnwise.window.segments``), one
+``[usr]``/``[sys]``-tagged turn per line (``turnwise.window.turn_string``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from turnwise.errors import DataError
+from turnwise.tasks import Task, TaskType
+from turnwise.window import WindowConfig, segments, turn_string
+
+DEFAULT_BANK = Path(__file__).resolve().parents[1] / "prompts"
+ABSTAIN = -1
+STYLES = ("choice", "label_json", "lines_json")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+NO_CONTEXT = "(start of the conversation)"
+
+
+class PromptTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    style: Literal["choice", "label_json", "lines_json"]
+    unit: Literal["turn", "dialogue"]
+    system: str = ""
+    user: str = Field(min_length=1)
+    max_tokens: int = Field(default=64, ge=1)
+    default_label: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptTemplate:
+        expected = "dialogue" if self.style == "lines_json" else "turn"
+        if self.unit != expected:
+            raise ValueError(f"style {self.style} works on unit '{expected}', not '{self.unit}'")
+        return self
+
+
+class TaskPrompts(BaseModel):
+    """One bank file: the prompts and label descriptions of one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    labels: list[str] = Field(min_length=2)
+    description: str = ""
+    label_descriptions: dict[str, list[str]]
+    prompts: list[PromptTemplate] = Field(min_length=1)
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskPrompts:
+        if set(self.label_descriptions) != set(self.labels):
+            raise ValueError(f"label_descriptions must cover exactly the labels {self.labels}")
+        for lab, descs in self.label_descriptions.items():
+            if not descs or not all(isinstance(d, str) and d.strip() for d in descs):
+                raise ValueError(f"label '{lab}' needs at least one non-empty description")
+        ids = [p.id for p in self.prompts]
+        if len(set(ids)) != len(ids):
+            raise ValueError("prompt ids must be unique")
+        for p in self.prompts:
+            if p.default_label is not None and p.default_label not in self.labels:
+                raise ValueError(f"prompt {p.id}: default_label '{p.default_label}' is not a label")
+            for text in (p.system, p.user):
+                try:
+                    Template(text).substitute(_dummy_vars())
+                except (KeyError, ValueError) as err:
+                    raise ValueError(f"prompt {p.id}: bad placeholder {err}") from None
+        return self
+
+    def definition(self, label: str) -> str:
+        return self.label_descriptions[label][0]
+
+    def prompt_ids(self) -> list[str]:
+        return [p.id for p in self.prompts]
+
+
+def _dummy_vars() -> dict[str, str]:
+    keys = ("task_description", "label_list", "options", "definitions", "context", "utterance", "lines",
+            "n_lines", "json_keys")
+    return dict.fromkeys(keys, "x")
+
+
+class PromptBank:
+    """All bank files of a folder, looked up by task name and label list."""
+
+    def __init__(self, entries: Sequence[TaskPrompts], root: Path | None = None):
+        self.entries = list(entries)
+        self.root = root
+
+    @classmethod
+    def load(cls, root: str | Path | None = None) -> PromptBank:
+        folder = Path(root) if root is not None else DEFAULT_BANK
+        if not folder.is_dir():
+            raise DataError("prompt bank folder not found", path=str(folder))
+        entries = []
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            try:
+                raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as err:
+                raise DataError(f"invalid YAML: {err}", path=str(path)) from None
+            if not isinstance(raw, dict):
+                raise DataError("a prompt bank file holds one mapping", path=str(path))
+            try:
+                entries.append(TaskPrompts.model_validate({**raw, "path": str(path)}))
+            except ValidationError as err:
+                msg = "; ".join(f"field '{'.'.join(str(x) for x in e['loc'])}': {e['msg']}" for e in err.errors())
+                raise DataError(msg, path=str(path)) from None
+        if not entries:
+            raise DataError("no prompt files (*.yaml) in the prompt bank", path=str(folder))
+        return cls(entries, folder)
+
+    def for_task(self, name: str, task: Task) -> TaskPrompts:
+        """The entry with this task name and exactly these labels (in any order); else the only entry with
+        these labels; else a DataError that lists what the bank has."""
+        same = [e for e in self.entries if set(e.labels) == set(task.labels)]
+        named = [e for e in same if e.task == name]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise DataError(f"prompt bank has {len(named)} files for task '{name}' with labels {task.labels}")
+        if len(same) == 1:
+            return same[0]
+        have = ", ".join(f"{e.task} {e.labels}" for e in self.entries)
+        raise DataError(f"no prompts for task '{name}' with labels {task.labels} in {self.root} (bank has: {have})")
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s\-]+", "_", s.strip().lower())
+
+
+def _common_vars(tp: TaskPrompts, prompt: PromptTemplate) -> dict[str, str]:
+    keys = [lab for lab in tp.labels if lab != prompt.default_label]
+    return {
+        "task_description": tp.description.strip(),
+        "label_list": ", ".join(tp.labels),
+        "options": "\n".join(f"{LETTERS[i]}) {lab}: {tp.definition(lab)}" for i, lab in enumerate(tp.labels)),
+        "definitions": "\n".join(f"- {lab}: {tp.definition(lab)}" for lab in tp.labels),
+        "json_keys": ", ".join(f'"{k}"' for k in keys),
+    }
+
+
+def render_turn(tp: TaskPrompts, prompt: PromptTemplate, turns: Sequence[Any], index: int,
+                window: WindowConfig) -> list[dict[str, str]]:
+    """Chat messages asking about turn ``index`` given its window (the turns the student sees)."""
+    seg = segments(turns[: index + 1], window)[index]
+    context = "\n".join(turn_string(t) for t in seg[:-1]) or NO_CONTEXT
+    values = {**_common_vars(tp, prompt), "context": context, "utterance": turn_string(seg[-1]),
+              "lines": "", "n_lines": "0"}
+    return _messages(prompt, values)
+
+
+def render_dialogue(tp: TaskPrompts, prompt: PromptTemplate, turns: Sequence[Any]) -> list[dict[str, str]]:
+    """Chat messages showing the whole dialogue as numbered lines (``lines_json``)."""
+    lines = "\n".join(f"{i + 1}. {turn_string(t)}" for i, t in enumerate(turns))
+    values = {**_common_vars(tp, prompt), "context": "", "utterance": "", "lines": lines,
+              "n_lines": str(len(turns))}
+    return _messages(prompt, values)
+
+
+def _messages(prompt: PromptTemplate, values: dict[str, str]) -> list[dict[str, str]]:
+    msgs = []
+    if prompt.system.strip():
+        msgs.append({"role": "system", "content": Template(prompt.system).substitute(values).strip()})
+    msgs.append({"role": "user", "content": Template(prompt.user).substitute(values).strip()})
+    return msgs
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsers: answer text -> vote(s). A vote is a class index, or a bitmask for multilabel; -1 abstains.
+
+
+def _label_index(value: Any, labels: Sequence[str]) -> int | None:
+    if not isinstance(value, str):
+        return None
+    key = _norm(value).strip("_.\"'")
+    for i, lab in enumerate(labels):
+        if _norm(lab) == key:
+            return i
+    return None
+
+
+def _labels_in_text(text: str, labels: Sequence[str]) -> list[int]:
+    low = " " + re.sub(r"[^a-z0-9_]+", " ", text.lower().replace("-", "_")) + " "
+    found = []
+    for i, lab in enumerate(labels):
+        forms = {_norm(lab), _norm(lab).replace("_", " ")}
+        if any(f" {f} " in low for f in forms):
+            found.append(i)
+    return found
+
+
+_LETTER_ONLY = re.compile(r"^[\s*`\"'(\[]*([A-Z])[\s*`\"')\].:]*$")
+_LETTER_LEAD = re.compile(r"^[\s*`\"'(\[]*([A-Z])\s*[).:\]-]")
+_LETTER_ANSWER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?\s*[:=-]?\s*\(?([A-Z])\)?(?![A-Za-z])")
+
+
+def parse_choice(text: str | None, labels: Sequence[str], multilabel: bool = False) -> int:
+    try:
+        if not text or not text.strip():
+            return ABSTAIN
+        c = len(labels)
+        t = text.strip()
+        if multilabel:
+            if _norm(t).strip("._") == "none":
+                return 0
+            mask = 0
+            for tok in re.split(r"[,;\s]+|\band\b", t):
+                tok = tok.strip(" ().*`'\"")
+                if not tok:
+                    continue
+                if len(tok) == 1 and tok.upper() in LETTERS[:c]:
+                    mask |= 1 << LETTERS.index(tok.upper())
+                elif (j := _label_index(tok, labels)) is not None:
+                    mask |= 1 << j
+                else:
+                    return ABSTAIN
+            return mask
+        for rx in (_LETTER_ONLY, _LETTER_LEAD, _LETTER_ANSWER):
+            m = rx.search(t)
+            if m and m.group(1).upper() in LETTERS[:c]:
+                return LETTERS.index(m.group(1).upper())
+        found = _labels_in_text(t, labels)
+        return found[0] if len(found) == 1 else ABSTAIN
+    except Exception:  # a parser never crashes on a model's answer: it abstains
+        return ABSTAIN
+
+
+def _json_object(text: str) -> Any:
+    t = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
+    start, end = t.find("{"), t.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return json.loads(t[start : end + 1])
+    except json.JSONDecodeError:
+        return None
+
+
+def parse_label_json(text: str | None, labels: Sequence[str], multilabel: bool = False) -> int:
+    try:
+        if not text:
+            return ABSTAIN
+        obj = _json_object(text)
+        value: Any = None
+        if isinstance(obj, dict):
+            value = obj.get("label", obj.get("labels"))
+        else:  # a truncated or chatty answer may still hold a readable "label": "..." pair
+            m = re.search(r'"labels?"\s*:\s*"([^"]+)"', text)
+            value = m.group(1) if m else None
+        if multilabel:
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list):
+                return ABSTAIN
+            mask = 0
+            for v in values:
+                j = _label_index(v, labels)
+                if j is None:
+                    return ABSTAIN
+                mask |= 1 << j
+            return mask
+        j = _label_index(value, labels)
+        return ABSTAIN if j is None else j
+    except Exception:
+        return ABSTAIN
+
+
+def parse_lines_json(text: str | None, labels: Sequence[str], n_lines: int, multilabel: bool = False,
+                     default_label: str | None = None) -> list[int]:
+    """One vote per line (1-based line k -> element k-1)."""
+    abstain_all = [ABSTAIN] * n_lines
+    try:
+        if not text:
+            return abstain_all
+        obj = _json_object(text)
+        if not isinstance(obj, dict):
+            return abstain_all
+        listed: list[set[int]] = [set() for _ in range(n_lines)]
+        known = 0
+        for key, value in obj.items():
+            j = _label_index(key, labels)
+            if j is None:
+                continue
+            known += 1
+            if not isinstance(value, list):
+                return abstain_all
+            for v in value:
+                try:
+                    k = int(v)
+                except (TypeError, ValueError):
+                    continue
+                if 1 <= k <= n_lines:
+                    listed[k - 1].add(j)
+        if known == 0:
+            return abstain_all
+        default = labels.index(default_label) if default_label in labels else None
+        out = []
+        for chosen in listed:
+            if multilabel:
+                out.append(sum(1 << j for j in chosen))
+            elif len(chosen) == 1:
+                out.append(next(iter(chosen)))
+            elif not chosen and default is not None:
+                out.append(default)
+            else:
+                out.append(ABSTAIN)
+        return out
+    except Exception:
+        return abstain_all
+
+
+def parse_turn_answer(prompt: PromptTemplate, text: str | None, labels: Sequence[str], task_type: TaskType) -> int:
+    multilabel = task_type is TaskType.multilabel
+    if prompt.style == "choice":
+        return parse_choice(text, labels, multilabel)
+    return parse_label_json(text, labels, multilabel)

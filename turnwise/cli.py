@@ -1,0 +1,228 @@
+"""The ``turnwise`` command line (DESIGN §4). Each command is a thin shell over a library function;
+heavy imports happen inside the command so ``turnwise --help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from turnwise.errors import TurnwiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="turnwise: real-time utterance understanding.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and convert dialogue corpora.")
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that reproduce the paper's evidence.")
+app.add_typer(data_app, name="data")
+app.add_typer(experiment_app, name="experiment")
+console = Console(stderr=True)
+
+Source = Annotated[str, typer.Option("--source", help="dailydialog|meld|multiwoz|sgd|multidogo|jsonl")]
+Split = Annotated[str | None, typer.Option("--split", help="corpus split (train, validation, test)")]
+
+
+def load_dialogues(data: Path, source: str = "jsonl", split: str | None = None, max_dialogues: int | None = None):
+    from trainer.data import load_source
+
+    return load_source(source, data, split, max_dialogues=max_dialogues)
+
+
+def load_schema(tasks: Path | None, source: str):
+    from turnwise.tasks import load_tasks
+
+    if tasks is not None:
+        return load_tasks(tasks)
+    from trainer.data import source_tasks
+
+    return source_tasks(source)
+
+
+@data_app.command("stats")
+def data_stats(path: Path, source: Source = "jsonl", split: Split = None) -> None:
+    """Dialogues, turns and label distributions per split."""
+    from trainer.data.commands import cmd_stats
+
+    cmd_stats(source, path, split)
+
+
+@data_app.command("convert")
+def data_convert(path: Path, out: Annotated[Path, typer.Option("--out")], source: Source = "jsonl",
+                 split: Split = None, max_dialogues: int | None = None) -> None:
+    """Write a corpus split as turnwise JSONL (plus its task schema)."""
+    from trainer.data.commands import cmd_convert
+
+    cmd_convert(source, path, split, out, max_dialogues)
+
+
+@app.command()
+def label(
+    data: Annotated[Path, typer.Option("--data")],
+    out: Annotated[Path, typer.Option("--out")],
+    teacher: Annotated[str, typer.Option("--teacher", help="llm|zeroshot|simulated")] = "zeroshot",
+    tasks: Annotated[Path | None, typer.Option("--tasks")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="votes per turn (N)")] = 10,
+    source: Source = "jsonl",
+    split: Split = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint")] = None,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency")] = 4,
+    rate: Annotated[float | None, typer.Option("--rate", help="max requests per second")] = None,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    plan: Annotated[bool, typer.Option("--plan", help="estimate calls and cost, spend nothing")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", help="i/n: label a deterministic shard")] = None,
+    seed: int = 0,
+    noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
+    max_dialogues: int | None = None,
+    price_table: Annotated[Path | None, typer.Option("--price-table")] = None,
+) -> None:
+    """Score every turn with a teacher: S_i^c = fraction of N votes for class c."""
+    from trainer.teachers.cli import run_label
+
+    summary = run_label(data, tasks, teacher, samples, out, endpoint=endpoint, model=model, prompts=prompts,
+                        cache=cache, concurrency=concurrency, rate=rate, temperature=temperature, top_p=top_p,
+                        plan=plan, shard=shard, seed=seed, noise=json.loads(noise) if noise else None,
+                        max_dialogues=max_dialogues, source=source, split=split, price_table=price_table)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def calibrate(
+    data: Annotated[Path, typer.Option("--data")],
+    scores: Annotated[Path, typer.Option("--scores")],
+    task: Annotated[str, typer.Option("--task")],
+    out: Annotated[Path, typer.Option("--out")],
+    source: Source = "jsonl",
+    split: Split = None,
+    max_n: int = 30,
+    seed: int = 0,
+) -> None:
+    """ECE vs ensemble size, reliability diagram and the intra/inter-session check (JSON + PNG)."""
+    from trainer.teachers.cli import run_calibrate
+
+    typer.echo(json.dumps(run_calibrate(data, scores, task, out, source=source, split=split, max_n=max_n,
+                                        seed=seed), indent=2))
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="JSONL file, or a corpus folder with --source")],
+    out: Annotated[Path, typer.Option("--out")],
+    tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema YAML (default: the corpus's)")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="train only these tasks")] = None,
+    scores: Annotated[Path | None, typer.Option("--scores", help="teacher scores JSONL for pretraining")] = None,
+    objective: Annotated[str, typer.Option("--objective", help="pairwise|pointwise|none")] = "pairwise",
+    alpha: float = 0.5,
+    pairs: Annotated[str, typer.Option("--pairs", help="intra|inter (control)")] = "intra",
+    pair_budget: int = 16,
+    gold_fraction: Annotated[float, typer.Option("--gold-fraction")] = 1.0,
+    backbone: Annotated[str, typer.Option("--backbone", help="minilm|todbert|HF id|path")] = "minilm",
+    source: Source = "jsonl",
+    val: Annotated[Path | None, typer.Option("--val", help="validation JSONL (default: corpus validation "
+                                             "split, or 10% of --data)")] = None,
+    pretrain_steps: int = 300,
+    finetune_epochs: int = 5,
+    batch_size: int = 32,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on finetuning steps")] = None,
+    max_dialogues: Annotated[int | None, typer.Option("--max-dialogues")] = None,
+    max_tokens: int = 128,
+    max_turns: int = 12,
+    lr: Annotated[float, typer.Option("--lr", help="finetuning encoder learning rate")] = 3e-5,
+    precision: Annotated[str, typer.Option("--precision", help="auto|fp32|bf16")] = "auto",
+    seed: int = 0,
+) -> None:
+    """Pretrain on teacher scores (if given), then finetune on a fraction of gold dialogues."""
+    from trainer.run import run_train
+
+    result = run_train(data=data, out=out, tasks_path=tasks, task_names=task, scores=scores, objective=objective,
+                       alpha=alpha, pair_mode=pairs, pair_budget=pair_budget, gold_fraction=gold_fraction,
+                       backbone=backbone, source=source, val=val, pretrain_steps=pretrain_steps,
+                       finetune_epochs=finetune_epochs, batch_size=batch_size, max_steps=max_steps,
+                       max_dialogues=max_dialogues, max_tokens=max_tokens, max_turns=max_turns, lr=lr,
+                       precision=precision, seed=seed)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="checkpoint or bundle directory")],
+    data: Annotated[Path, typer.Option("--data")],
+    out: Annotated[Path | None, typer.Option("--out")] = None,
+    source: Source = "jsonl",
+    split: Split = None,
+    max_dialogues: int | None = None,
+    task: Annotated[list[str] | None, typer.Option("--task")] = None,
+) -> None:
+    """Accuracy and macro-F1 per task, confusion matrices, JSON report."""
+    from trainer.evaluate import evaluate_path, write_report
+    from trainer.run import print_report
+
+    report = evaluate_path(model, load_dialogues(data, source, split or ("test" if source != "jsonl" else None),
+                                                 max_dialogues), tasks=task)
+    if out:
+        write_report(report, out)
+    print_report(report)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint")],
+    out: Annotated[Path, typer.Option("--out")],
+    variants: Annotated[str, typer.Option("--variants", help="comma-separated: fp32,int8,fp16")] = "fp32,int8",
+    name: str | None = None,
+    version: str | None = None,
+    probe_data: Annotated[Path | None, typer.Option("--probe-data")] = None,
+) -> None:
+    """Checkpoint -> verified ONNX model bundle."""
+    from export.cli import run_export
+
+    path = run_export(checkpoint, out, [v.strip() for v in variants.split(",") if v.strip()], name=name,
+                      version=version, probe_data=probe_data)
+    typer.echo(str(path))
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="model bundle (or TURNWISE_BUNDLE)")] = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Serve a bundle over REST and WebSocket (settings from TURNWISE_* env vars)."""
+    from service.cli import run_serve
+
+    run_serve(bundle, host, port)
+
+
+@app.command()
+def replay(
+    url: Annotated[str, typer.Option("--url")],
+    data: Annotated[Path, typer.Option("--data")],
+    ws: Annotated[bool, typer.Option("--ws/--rest")] = True,
+    rate: Annotated[float, typer.Option("--rate", help="turns per second per dialogue (0 = as fast as possible)")] = 0.0,
+    max_dialogues: int | None = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="TURNWISE_API_KEY")] = None,
+    source: Source = "jsonl",
+    split: Split = None,
+) -> None:
+    """Stream dialogues into a running service and print per-turn labels and latency."""
+    from service.cli import run_replay
+
+    run_replay(url, data, ws, rate, max_dialogues, api_key, source=source, split=split)
+
+
+def main() -> None:
+    try:
+        app()
+    except TurnwiseError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        sys.exit(2)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[bold red]error:[/] {err}")
+        sys.exit(2)
+
+
