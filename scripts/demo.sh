@@ -41,7 +41,7 @@ TURNWISE_BUNDLE="$OUT/bundle" $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  .venv/bin/python -c "import urllib.request,sys; urllib.request.urlopen(\"http://127.0.0.1:$PORT/readyz\", timeout=1)" 2>/dev/null && break
   kill -0 $SERVER 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
   sleep 0.5
 done

@@ -93,7 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "can use the API"
             )
         engine = Engine(settings, metrics)
-        await engine.start()
+        try:
+            await engine.start()
+        except Exception as err:
+            log.error("cannot serve bundle %s: %s", settings.bundle, err)
+            raise
         store = open_store(settings)
         batcher = MicroBatcher(
             engine.infer,

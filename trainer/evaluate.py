@@ -59,7 +59,7 @@ def single_label_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) 
     f1 = _f1(tp, fp, fn)
     present = conf.sum(1) > 0  # macro-F1 over classes that occur in the gold labels
     return {
-        "n": int(len(gold)),
+        "n": len(gold),
         "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class_f1": {lab: float(v) for lab, v in zip(labels, f1, strict=True)},
@@ -76,7 +76,7 @@ def multilabel_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) ->
     micro = _f1(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))[0]
     present = gold.sum(0) > 0
     return {
-        "n": int(len(gold)),
+        "n": len(gold),
         "accuracy": float((gold == pred).all(1).mean()) if len(gold) else 0.0,  # exact match
         "micro_f1": float(micro),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,7 +93,7 @@ class TurnwiseModel(nn.Module):
 @dataclass
 class Built:
     model: TurnwiseModel
-    tokenizer: object
+    tokenizer: Any
     backbone: str  # what the user asked for (alias, id or path)
 
 

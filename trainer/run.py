@@ -75,13 +75,21 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
     console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "
                   f"{schema.select(task_names).names()}, objective: {objective}, gold fraction: {gold_fraction}")
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
         job = bar.add_task("training", total=None, info="")
 
+        every = 0
+
         def progress(phase: str, step: int, total: int, info: dict[str, float]) -> None:
+            nonlocal every
             text = " ".join(f"{k}={v:.4f}" for k, v in info.items())
             bar.update(job, completed=step, total=total, description=phase, info=text)
+            # Without a terminal (CI, nohup) rich draws nothing until the end: log plain lines instead.
+            every = every or max(1, total // 20)
+            if not console.is_terminal and (step % every == 0 or step == total or "val" in info):
+                console.log(f"{phase} step {step}/{total} {text}")
 
         result = train(cfg, train_d, schema, out, val_dialogues=val_d, teacher=teacher, teacher_info=teacher_info,
                        progress=progress)

@@ -230,7 +230,8 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
     pad_id = tokenizer.pad_token_id
     torch.manual_seed(cfg.seed)
 
-    seg = build_segments(train_dialogues, schema, tokenizer, window, teacher=teacher if cfg.objective != "none" else None)
+    use_teacher = teacher if cfg.objective != "none" else None
+    seg = build_segments(train_dialogues, schema, tokenizer, window, teacher=use_teacher)
     val = build_segments(val_dialogues, schema, tokenizer, window) if val_dialogues else None
     gold_dlg = pick_gold_dialogues(train_dialogues, schema.names(), cfg.gold_fraction, cfg.seed)
     gold_set = set(gold_dlg)
@@ -335,7 +336,7 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
         step += 1
         record: dict[str, Any] = {"step": step, "phase": phase, "loss": float(loss.detach()), "items": n_items}
 
-        at_phase_end = step == pretrain_steps or step == total
+        at_phase_end = step in (pretrain_steps, total)
         if phase == "finetune" and ((step - pretrain_steps) % eval_every == 0 or at_phase_end):
             metrics = None
             if val is not None and len(val):
@@ -355,7 +356,8 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
             save_best(step, None)
         history.append(record)
         if progress:
-            progress(phase, step, total, {"loss": record["loss"], **({"val": record["val"]} if "val" in record else {})})
+            shown = {"loss": record["loss"], **({"val": record["val"]} if "val" in record else {})}
+            progress(phase, step, total, shown)
         if step % cfg.save_every == 0 or step == total or stop:
             save_state(step, finished=step == total or stop)
     if phase_opt is not None:

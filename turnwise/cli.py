@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -203,7 +203,7 @@ def replay(
     url: Annotated[str, typer.Option("--url")],
     data: Annotated[Path, typer.Option("--data")],
     ws: Annotated[bool, typer.Option("--ws/--rest")] = True,
-    rate: Annotated[float, typer.Option("--rate", help="turns per second per dialogue (0 = as fast as possible)")] = 0.0,
+    rate: Annotated[float, typer.Option("--rate", help="turns/s per dialogue (0 = as fast as possible)")] = 0.0,
     max_dialogues: int | None = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="TURNWISE_API_KEY")] = None,
     source: Source = "jsonl",

@@ -112,7 +112,7 @@ async def test_conflicting_and_stale_seq_are_409(live, store_kind):
         assert 'turnwise_failures_total{kind="conflict"} 2.0' in metrics
 
 
-@pytest.mark.parametrize("bad_id", ["a b", "x" * 129, "call{1}", "call%2F1", "caf%C3%A9"])
+@pytest.mark.parametrize("bad_id", ["a b", "x" * 129, "call{1}", "call*1", "caf%C3%A9"])
 async def test_bad_dialogue_id_is_422(live, bad_id):
     srv = live()
     async with httpx.AsyncClient(base_url=srv.url) as c:

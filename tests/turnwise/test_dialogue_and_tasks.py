@@ -51,7 +51,7 @@ def test_task_schema(tmp_path):
 
 
 def test_task_schema_errors():
-    with pytest.raises(DataError, match="binary task has exactly two labels"):
+    with pytest.raises(DataError, match=r"binary task has exactly two labels"):
         parse_tasks({"tasks": {"x": {"type": "binary", "labels": ["a", "b", "c"]}}})
-    with pytest.raises(DataError, match="tasks.x.type"):
+    with pytest.raises(DataError, match=r"tasks\.x\.type"):
         parse_tasks({"tasks": {"x": {"type": "ranking", "labels": ["a", "b"]}}})

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from trainer.teachers.prompts import (
     render_dialogue,
     render_turn,
 )
-from trainer.teachers.scores import ABSTAIN, ScoreRecord, make_record
+from trainer.teachers.scores import ABSTAIN, ProgressFn, ScoreRecord, make_record
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError, TurnwiseError
 from turnwise.tasks import TaskSchema, TaskType
@@ -288,7 +288,7 @@ class LLMTeacher:
     # -- labelling ----------------------------------------------------------------------------------
 
     def label(self, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int,
-              progress: Callable[[int], None] | None = None) -> list[ScoreRecord]:
+              progress: ProgressFn | None = None) -> list[ScoreRecord]:
         plans, units = self.build(dialogues, schema, samples)
         answers: dict[str, CachedAnswer] = self.cache.get_many(k for u in units for k in u.keys) if self.cache else {}
         self.usage.samples_cached = sum(1 for u in units for k in u.keys if k in answers)
@@ -298,7 +298,7 @@ class LLMTeacher:
         todo = [(u, [k for k in range(u.samples) if u.keys[k] not in answers]) for u in units]
         todo = [(u, miss) for u, miss in todo if miss]
         if progress is not None:
-            progress(self.usage.samples_cached)
+            progress(self.usage.samples_cached, total=sum(u.samples for u in units))
         if todo:
             asyncio.run(self._fetch_all(todo, answers, progress))
             if self.usage.samples_fetched == 0 and self.usage.failed_requests > 0:
@@ -340,7 +340,7 @@ class LLMTeacher:
                                   timeout=self.cfg.timeout)
 
     async def _fetch_all(self, todo: list[tuple[Unit, list[int]]], answers: dict[str, CachedAnswer],
-                         progress: Callable[[int], None] | None) -> None:
+                         progress: ProgressFn | None) -> None:
         from aiolimiter import AsyncLimiter
 
         client = self._client or self._make_client()

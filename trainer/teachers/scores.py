@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,6 +32,12 @@ from turnwise.tasks import TaskType
 
 ABSTAIN = -1
 TEACHER_KINDS = ("llm", "zeroshot", "simulated")
+
+
+class ProgressFn(Protocol):
+    """What teachers report progress to: ``progress(done_now)``; ``total=`` once, when it is known."""
+
+    def __call__(self, advance: int, *, total: int | None = None) -> None: ...
 
 
 class TeacherInfo(BaseModel):

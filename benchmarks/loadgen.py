@@ -1,0 +1,270 @@
+"""Load generator for the service benchmark: live calls replayed against a server, in its own process.
+
+Every call is a sample dialogue under a fresh id; a call sends its next turn only after the previous
+one was answered (a live call never has two turns of one dialogue in flight).
+
+- ``one-stream``: one call at a time, each turn sent as soon as the previous answer arrived: the
+  latency of an otherwise idle server.
+- ``sweep``: open-loop Poisson arrivals at a fixed offered rate per stage; each arrival takes an idle
+  call (or starts a new one) and sends its next turn. Latency counts from the scheduled arrival, so a
+  slow client or server cannot hide queueing (no coordinated omission). The rate grows by ``factor``
+  while a stage holds p99 <= ``slo_ms`` with < 1% errors and >= 90% of the offered rate answered;
+  after the first failing stage one bisection stage is tried, then the sweep stops.
+
+Also records the CPU seconds used by this process and by the server process (``--server-pid``),
+split into the server's main (event loop) thread and all its other threads (model threads).
+
+    python -m benchmarks.loadgen --url http://127.0.0.1:8080 --data samples/dialogues.jsonl \\
+        --mode sweep --start-rate 20 --out result.json [--ws] [--server-pid PID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+
+from turnwise.dialogue import read_jsonl
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds of a process: main thread and the rest (0 when unknown)."""
+    if not pid:
+        return {"main": 0.0, "other": 0.0}
+    main = other = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            secs = (int(fields[11]) + int(fields[12])) / TICKS
+            if int(tid) == pid:
+                main += secs
+            else:
+                other += secs
+    except (OSError, IndexError, ValueError):
+        pass
+    return {"main": main, "other": other}
+
+
+class Calls:
+    """Turns of sample dialogues played as calls with unique ids."""
+
+    def __init__(self, data: Path, prefix: str):
+        self.dialogues = [[(t.speaker, t.text) for t in d.turns] for d in read_jsonl(data)]
+        self.prefix = prefix
+        self.started = 0
+
+    def new(self) -> dict[str, Any]:
+        turns = self.dialogues[self.started % len(self.dialogues)]
+        call = {"id": f"{self.prefix}-{self.started}", "turns": turns, "next": 0, "ws": None}
+        self.started += 1
+        return call
+
+
+class Client:
+    def __init__(self, url: str, ws: bool, api_key: str | None):
+        self.url = url.rstrip("/")
+        self.ws = ws
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+        self.http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=10.0, limits=limits)
+
+    async def send(self, call: dict[str, Any]) -> int:
+        """Send the call's next turn; returns an HTTP-like status (0 = transport error/timeout)."""
+        seq = call["next"]
+        speaker, text = call["turns"][seq]
+        try:
+            if self.ws:
+                if call["ws"] is None:
+                    ws_url = self.url.replace("http://", "ws://") + "/v1/stream"
+                    call["ws"] = await websockets.connect(ws_url, additional_headers=self.headers, proxy=None)
+                await call["ws"].send(json.dumps({"type": "turn", "dialogue_id": call["id"], "seq": seq,
+                                                  "speaker": speaker, "text": text}))
+                reply = json.loads(await asyncio.wait_for(call["ws"].recv(), 10.0))
+                status = 200 if reply.get("type") == "scores" else {"overloaded": 429}.get(reply.get("code"), 500)
+            else:
+                r = await self.http.post(f"/v1/dialogues/{call['id']}/turns",
+                                         json={"seq": seq, "speaker": speaker, "text": text})
+                status = r.status_code
+        except (httpx.HTTPError, OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+            status = 0
+        call["next"] += 1
+        return status
+
+    async def finish(self, call: dict[str, Any]) -> None:
+        if call["ws"] is not None:
+            await call["ws"].close()
+            call["ws"] = None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def summarize(latencies: list[float], statuses: Counter, duration: float) -> dict[str, Any]:
+    lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    total = sum(statuses.values())
+    ok = statuses.get(200, 0)
+    return {"requests": total, "ok": ok, "errors": total - ok,
+            "error_ratio": (total - ok) / total if total else 0.0,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "throughput": ok / duration,
+            "p50_ms": float(np.nanpercentile(lat, 50)), "p90_ms": float(np.nanpercentile(lat, 90)),
+            "p99_ms": float(np.nanpercentile(lat, 99)), "max_ms": float(np.nanmax(lat)),
+            "mean_ms": float(np.nanmean(lat))}
+
+
+async def one_stream(client: Client, calls: Calls, n_turns: int, warmup: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    done = 0
+    call = calls.new()
+    t_start = time.perf_counter()
+    while done < n_turns + warmup:
+        if call["next"] >= len(call["turns"]):
+            await client.finish(call)
+            call = calls.new()
+        t0 = time.perf_counter()
+        status = await client.send(call)
+        if done >= warmup:
+            if done == warmup:
+                t_start = time.perf_counter()
+            statuses[status] += 1
+            if status == 200:
+                latencies.append((time.perf_counter() - t0) * 1000)
+        done += 1
+    await client.finish(call)
+    return summarize(latencies, statuses, time.perf_counter() - t_start)
+
+
+async def open_loop(client: Client, calls: Calls, rate: float, duration: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    idle: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    tasks: set[asyncio.Task[None]] = set()
+    cpu0 = time.process_time()
+
+    async def fire(call: dict[str, Any], scheduled: float) -> None:
+        status = await client.send(call)
+        statuses[status] += 1
+        if status == 200:
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+        if call["next"] < len(call["turns"]):
+            idle.append(call)
+        else:
+            await client.finish(call)
+
+    start = time.perf_counter()
+    next_at = start
+    while True:
+        next_at += rng.expovariate(rate)
+        if next_at - start >= duration:
+            break
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        call = idle.pop(rng.randrange(len(idle))) if idle else calls.new()
+        task = asyncio.create_task(fire(call, next_at))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=15)
+    for call in idle:
+        await client.finish(call)
+    result = summarize(latencies, statuses, duration)
+    result.update(offered=rate, duration_s=duration, loadgen_cpu_s=time.process_time() - cpu0,
+                  calls_started=calls.started)
+    return result
+
+
+def passes(stage: dict[str, Any], slo_ms: float) -> bool:
+    return (stage["p99_ms"] <= slo_ms and stage["error_ratio"] < 0.01
+            and stage["throughput"] >= 0.9 * stage["offered"])
+
+
+async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    rate = args.start_rate
+    last_pass: float | None = None
+    deadline = time.monotonic() + args.max_seconds
+    bisected = False
+    while len(stages) < args.max_stages and time.monotonic() + args.stage_s < deadline:
+        cpu_before = proc_cpu(args.server_pid)
+        stage = await open_loop(client, calls, rate, args.stage_s, seed=len(stages))
+        cpu_after = proc_cpu(args.server_pid)
+        stage["server_cpu_s"] = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+        stage["passed"] = passes(stage, args.slo_ms)
+        stages.append(stage)
+        print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in stage.items()
+                          if k in ("offered", "throughput", "p50_ms", "p99_ms", "errors", "passed")}), flush=True)
+        await asyncio.sleep(1.0)  # let the server drain between stages
+        if stage["passed"]:
+            last_pass = rate
+            if bisected:
+                break
+            rate *= args.factor
+        else:
+            if bisected or last_pass is None or rate / last_pass < 1.1:
+                break
+            rate = (rate + last_pass) / 2
+            bisected = True
+    return stages
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    client = Client(args.url, args.ws, args.api_key)
+    calls = Calls(args.data, prefix=f"{args.prefix}-{os.getpid()}")
+    try:
+        out: dict[str, Any] = {"transport": "ws" if args.ws else "rest"}
+        if args.mode in ("one-stream", "both"):
+            out["one_stream"] = await one_stream(client, calls, args.turns, args.warmup)
+            print(json.dumps({"one_stream_p50_ms": round(out["one_stream"]["p50_ms"], 2),
+                              "p99_ms": round(out["one_stream"]["p99_ms"], 2)}), flush=True)
+        if args.mode in ("sweep", "both"):
+            if args.start_rate <= 0:  # start at about half of what one stream's latency suggests
+                base = out.get("one_stream", {}).get("p50_ms") or 20.0
+                args.start_rate = max(5.0, round(0.5 * 1000.0 / base))
+            out["stages"] = await sweep(client, calls, args)
+        if args.mode == "fixed":
+            out["stages"] = [await open_loop(client, calls, args.start_rate, args.stage_s, seed=0)]
+        return out
+    finally:
+        await client.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--mode", choices=("one-stream", "sweep", "both", "fixed"), default="both")
+    p.add_argument("--ws", action="store_true")
+    p.add_argument("--api-key")
+    p.add_argument("--turns", type=int, default=300, help="one-stream: measured turns")
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--start-rate", type=float, default=0.0, help="0 = derive from one-stream latency")
+    p.add_argument("--factor", type=float, default=1.35)
+    p.add_argument("--stage-s", type=float, default=6.0)
+    p.add_argument("--max-stages", type=int, default=12)
+    p.add_argument("--max-seconds", type=float, default=150.0)
+    p.add_argument("--slo-ms", type=float, default=100.0)
+    p.add_argument("--server-pid", type=int)
+    p.add_argument("--prefix", default="bench")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    result = asyncio.run(main_async(args))
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
