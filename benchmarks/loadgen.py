@@ -89,13 +89,17 @@ class Client:
                 if call["ws"] is None:
                     ws_url = self.url.replace("http://", "ws://") + "/v1/stream"
                     call["ws"] = await websockets.connect(ws_url, additional_headers=self.headers, proxy=None)
-                await call["ws"].send(json.dumps({"type": "turn", "dialogue_id": call["id"], "seq": seq,
-                                                  "speaker": speaker, "text": text}))
+                await call["ws"].send(
+                    json.dumps(
+                        {"type": "turn", "dialogue_id": call["id"], "seq": seq, "speaker": speaker, "text": text}
+                    )
+                )
                 reply = json.loads(await asyncio.wait_for(call["ws"].recv(), 10.0))
                 status = 200 if reply.get("type") == "scores" else {"overloaded": 429}.get(reply.get("code"), 500)
             else:
-                r = await self.http.post(f"/v1/dialogues/{call['id']}/turns",
-                                         json={"seq": seq, "speaker": speaker, "text": text})
+                r = await self.http.post(
+                    f"/v1/dialogues/{call['id']}/turns", json={"seq": seq, "speaker": speaker, "text": text}
+                )
                 status = r.status_code
         except (httpx.HTTPError, OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
             status = 0
@@ -115,13 +119,19 @@ def summarize(latencies: list[float], statuses: Counter, duration: float) -> dic
     lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
     total = sum(statuses.values())
     ok = statuses.get(200, 0)
-    return {"requests": total, "ok": ok, "errors": total - ok,
-            "error_ratio": (total - ok) / total if total else 0.0,
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "throughput": ok / duration,
-            "p50_ms": float(np.nanpercentile(lat, 50)), "p90_ms": float(np.nanpercentile(lat, 90)),
-            "p99_ms": float(np.nanpercentile(lat, 99)), "max_ms": float(np.nanmax(lat)),
-            "mean_ms": float(np.nanmean(lat))}
+    return {
+        "requests": total,
+        "ok": ok,
+        "errors": total - ok,
+        "error_ratio": (total - ok) / total if total else 0.0,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "throughput": ok / duration,
+        "p50_ms": float(np.nanpercentile(lat, 50)),
+        "p90_ms": float(np.nanpercentile(lat, 90)),
+        "p99_ms": float(np.nanpercentile(lat, 99)),
+        "max_ms": float(np.nanmax(lat)),
+        "mean_ms": float(np.nanmean(lat)),
+    }
 
 
 async def one_stream(client: Client, calls: Calls, n_turns: int, warmup: int) -> dict[str, Any]:
@@ -183,14 +193,14 @@ async def open_loop(client: Client, calls: Calls, rate: float, duration: float, 
     for call in idle:
         await client.finish(call)
     result = summarize(latencies, statuses, duration)
-    result.update(offered=rate, duration_s=duration, loadgen_cpu_s=time.process_time() - cpu0,
-                  calls_started=calls.started)
+    result.update(
+        offered=rate, duration_s=duration, loadgen_cpu_s=time.process_time() - cpu0, calls_started=calls.started
+    )
     return result
 
 
 def passes(stage: dict[str, Any], slo_ms: float) -> bool:
-    return (stage["p99_ms"] <= slo_ms and stage["error_ratio"] < 0.01
-            and stage["throughput"] >= 0.9 * stage["offered"])
+    return stage["p99_ms"] <= slo_ms and stage["error_ratio"] < 0.01 and stage["throughput"] >= 0.9 * stage["offered"]
 
 
 async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -206,8 +216,16 @@ async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[
         stage["server_cpu_s"] = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
         stage["passed"] = passes(stage, args.slo_ms)
         stages.append(stage)
-        print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in stage.items()
-                          if k in ("offered", "throughput", "p50_ms", "p99_ms", "errors", "passed")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: (round(v, 2) if isinstance(v, float) else v)
+                    for k, v in stage.items()
+                    if k in ("offered", "throughput", "p50_ms", "p99_ms", "errors", "passed")
+                }
+            ),
+            flush=True,
+        )
         await asyncio.sleep(1.0)  # let the server drain between stages
         if stage["passed"]:
             last_pass = rate
@@ -229,8 +247,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"transport": "ws" if args.ws else "rest"}
         if args.mode in ("one-stream", "both"):
             out["one_stream"] = await one_stream(client, calls, args.turns, args.warmup)
-            print(json.dumps({"one_stream_p50_ms": round(out["one_stream"]["p50_ms"], 2),
-                              "p99_ms": round(out["one_stream"]["p99_ms"], 2)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "one_stream_p50_ms": round(out["one_stream"]["p50_ms"], 2),
+                        "p99_ms": round(out["one_stream"]["p99_ms"], 2),
+                    }
+                ),
+                flush=True,
+            )
         if args.mode in ("sweep", "both"):
             if args.start_rate <= 0:  # start at about half of what one stream's latency suggests
                 base = out.get("one_stream", {}).get("p50_ms") or 20.0

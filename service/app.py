@@ -89,8 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.auth_enabled:
             log.warning(
-                "authentication is OFF: TURNWISE_API_KEYS is empty, so anyone who can reach this port "
-                "can use the API"
+                "authentication is OFF: TURNWISE_API_KEYS is empty, so anyone who can reach this port can use the API"
             )
         engine = Engine(settings, metrics)
         try:

@@ -98,9 +98,7 @@ class MicroBatcher:
             self.metrics.inflight.set(self._admitted)
 
     # --- submission ----------------------------------------------------------------------------
-    async def submit(
-        self, bundle: Any, ids: list[int], deadline: float
-    ) -> tuple[dict[str, Any], dict[str, float]]:
+    async def submit(self, bundle: Any, ids: list[int], deadline: float) -> tuple[dict[str, Any], dict[str, float]]:
         """Queue one token-id sequence; returns (decoded row, timings in ms: queue, inference, batch_size)."""
         if self._task is None or self._task.done():
             raise ServiceError(ErrorKind.model_unavailable, "batcher is not running")
@@ -129,10 +127,13 @@ class MicroBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._fill()
-            batch = self._cut()
-            if batch:
-                await self._execute(batch)
+            try:
+                await self._fill()
+                batch = self._cut()
+                if batch:
+                    await self._execute(batch)
+            except Exception:  # a bug here must not kill the loop that every request depends on
+                log.exception("batcher cycle failed")
 
     async def _fill(self) -> None:
         """Wait (at most max_wait after the first request arrived) for the batch to fill up."""

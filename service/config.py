@@ -27,9 +27,7 @@ class Settings(BaseSettings):
     variant: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "auto", description="Bundle variant to serve; auto = the loader's best choice for the providers."
     )
-    providers: Literal["cpu", "cuda", "tensorrt"] = Field(
-        "cpu", description="ONNX Runtime execution providers."
-    )
+    providers: Literal["cpu", "cuda", "tensorrt"] = Field("cpu", description="ONNX Runtime execution providers.")
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: the loader's choice, one per core)."
     )
@@ -71,13 +69,10 @@ class Settings(BaseSettings):
     latency_budget_ms: float = Field(
         1000.0,
         gt=0,
-        description="Per-request deadline; a request still queued when it passes is answered "
-        "504 and never computed.",
+        description="Per-request deadline; a request still queued when it passes is answered 504 and never computed.",
     )
     max_text_chars: int = Field(2000, ge=1, description="Longest utterance accepted (413 above).")
-    max_turns_per_request: int = Field(
-        64, ge=1, description="Most turns in one POST /v1/score body (413 above)."
-    )
+    max_turns_per_request: int = Field(64, ge=1, description="Most turns in one POST /v1/score body (413 above).")
     max_body_bytes: int = Field(262_144, ge=1024, description="Largest HTTP request body (413 above).")
     max_frame_bytes: int = Field(65_536, ge=1024, description="Largest WebSocket frame (error frame above).")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429.")

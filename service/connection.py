@@ -54,7 +54,8 @@ class StreamConnection:
         self.pipeline = pipeline
         self.metrics = pipeline.metrics
         self.max_frame_bytes = max_frame_bytes
-        self._pending: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(MAX_PENDING)
+        self._pending: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue()
+        self._room = asyncio.Event()
         self._tasks: set[asyncio.Future[dict[str, Any]]] = set()
         self._last_appended: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -75,10 +76,11 @@ class StreamConnection:
             log.debug("stream closed: %s", type(err).__name__)
         finally:
             self.metrics.ws_connections.dec()
-            for task in (self._reader, writer, *self._tasks):
+            tasks: list[asyncio.Future[Any]] = [self._reader, writer, *self._tasks]
+            for task in tasks:
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(self._reader, writer, *self._tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def drain(self) -> None:
         """Stop reading; frames already read are answered before the socket closes."""
@@ -96,26 +98,26 @@ class StreamConnection:
                 raw: str | bytes | None = message.get("text")
                 if raw is None:
                     raw = message.get("bytes") or b""
-                await self._pending.put(self._dispatch(raw))
+                # Put without awaiting, so a drain that cancels the reader never loses a frame it read.
+                self._pending.put_nowait(self._dispatch(raw))
+                while self._pending.qsize() >= MAX_PENDING:  # backpressure: stop reading until replies go out
+                    self._room.clear()
+                    await self._room.wait()
         finally:
             if self._draining:
-                await self._pending.put(None)  # the writer answers what was read, then stops
+                self._pending.put_nowait(None)  # the writer answers what was read, then stops
 
     def _dispatch(self, raw: str | bytes) -> asyncio.Future[dict[str, Any]]:
         size = len(raw.encode()) if isinstance(raw, str) else len(raw)
         if size > self.max_frame_bytes:
             return self._done(
-                ServiceError(
-                    ErrorKind.too_large, f"frame of {size} bytes; the limit is {self.max_frame_bytes}"
-                ),
+                ServiceError(ErrorKind.too_large, f"frame of {size} bytes; the limit is {self.max_frame_bytes}"),
                 _seq_of(raw),
             )
         try:
             frame = FRAME.validate_json(raw)
         except ValidationError as err:
-            return self._done(
-                ServiceError(ErrorKind.invalid, validation_message(list(err.errors()))), _seq_of(raw)
-            )
+            return self._done(ServiceError(ErrorKind.invalid, validation_message(list(err.errors()))), _seq_of(raw))
         previous, appended = self._last_appended, asyncio.Event()
         self._last_appended = appended
         if isinstance(frame, TurnFrame):
@@ -132,9 +134,7 @@ class StreamConnection:
         future.set_result(error_frame(err, seq))
         return future
 
-    async def _turn(
-        self, frame: TurnFrame, previous: asyncio.Event | None, appended: asyncio.Event
-    ) -> dict[str, Any]:
+    async def _turn(self, frame: TurnFrame, previous: asyncio.Event | None, appended: asyncio.Event) -> dict[str, Any]:
         try:
             if previous is not None:
                 await previous.wait()
@@ -174,6 +174,7 @@ class StreamConnection:
     async def _write(self) -> None:
         while True:
             item = await self._pending.get()
+            self._room.set()
             if item is None:
                 return
             reply = await item

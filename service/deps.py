@@ -48,15 +48,11 @@ def bearer_token(authorization: str | None) -> str | None:
 
 def require_api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     if not key_is_valid(request.app.state.settings, bearer_token(authorization)):
-        raise ServiceError(
-            ErrorKind.unauthenticated, "missing or invalid API key (Authorization: Bearer <key>)"
-        )
+        raise ServiceError(ErrorKind.unauthenticated, "missing or invalid API key (Authorization: Bearer <key>)")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-DialogueId = Annotated[
-    str, Path(pattern=DIALOGUE_ID_PATTERN, description="1-128 characters of [A-Za-z0-9._:-]")
-]
+DialogueId = Annotated[str, Path(pattern=DIALOGUE_ID_PATTERN, description="1-128 characters of [A-Za-z0-9._:-]")]
 Authenticated = Depends(require_api_key)

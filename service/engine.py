@@ -25,15 +25,18 @@ import hashlib
 import logging
 import math
 import os
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from export.loader import BundleError, LoadedBundle, load_bundle
-
 from service.errors import ErrorKind, ServiceError
 from turnwise.errors import TurnwiseError
 from turnwise.scoring import decode
+from turnwise.window import encode_windows
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -59,6 +62,40 @@ def bundle_fingerprint(path: Path) -> str:
     return f"{real}:{digest}"
 
 
+class CachedTokenizer:
+    """A per-turn token-id cache in front of a bundle's tokenizer, for the one window formatter.
+
+    ``encode_windows`` tokenizes every turn string (``"[usr] text"``) on its own, so a turn's ids never
+    depend on the other turns of the window. A live call re-sends its earlier turns in every window;
+    with the cache only the newest turn reaches the tokenizer. Exact by construction: hits return what
+    the tokenizer returned for the same string.
+    """
+
+    def __init__(self, tokenizer: Any, maxsize: int = 32768):
+        self._tok = tokenizer
+        self.maxsize = maxsize
+        self.cls_token_id = tokenizer.cls_token_id
+        self.sep_token_id = tokenizer.sep_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+        self._cache: OrderedDict[str, list[int]] = OrderedDict()
+
+    def __call__(self, text: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
+        if add_special_tokens:  # not what the window formatter asks for: no caching
+            return {"input_ids": self._tok(text, add_special_tokens=True)["input_ids"]}
+        cache = self._cache
+        missing = [t for t in dict.fromkeys(text) if t not in cache]
+        if missing:
+            for t, ids in zip(missing, self._tok(missing, add_special_tokens=False)["input_ids"], strict=True):
+                cache[t] = ids
+            while len(cache) > self.maxsize:
+                cache.popitem(last=False)
+        out = []
+        for t in text:
+            cache.move_to_end(t)
+            out.append(cache[t])
+        return {"input_ids": out}
+
+
 def model_ref(bundle: LoadedBundle) -> dict[str, str]:
     return {"name": str(bundle.name), "version": str(bundle.version)}
 
@@ -66,9 +103,7 @@ def model_ref(bundle: LoadedBundle) -> dict[str, str]:
 class Engine:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         if settings.bundle is None:
-            raise ServiceError(
-                ErrorKind.model_unavailable, "no model bundle: set TURNWISE_BUNDLE or pass --bundle"
-            )
+            raise ServiceError(ErrorKind.model_unavailable, "no model bundle: set TURNWISE_BUNDLE or pass --bundle")
         self.path = Path(settings.bundle)
         self.settings = settings
         self.metrics = metrics
@@ -78,6 +113,7 @@ class Engine:
         self._reload_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnwise-infer")
         self.batches = 0  # model calls made (tests check that expired requests are never computed)
+        self._tokenizers: weakref.WeakKeyDictionary[LoadedBundle, CachedTokenizer] = weakref.WeakKeyDictionary()
 
     # --- loading ---------------------------------------------------------------------------------
     def _load_checked(self, path: Path) -> LoadedBundle:
@@ -137,8 +173,7 @@ class Engine:
                 )
                 raise ServiceError(
                     ErrorKind.bundle_rejected,
-                    f"new bundle rejected ({message}); still serving "
-                    f"{self.current.name} {self.current.version}",
+                    f"new bundle rejected ({message}); still serving {self.current.name} {self.current.version}",
                 ) from err
             old = self.current
             self._install(bundle, fingerprint)
@@ -166,6 +201,13 @@ class Engine:
             raise ServiceError(ErrorKind.model_unavailable, "model not loaded yet")
         return self._bundle
 
+    def encode(self, bundle: LoadedBundle, windows: Sequence[Sequence[Any]]) -> list[list[int]]:
+        """Token ids per window: the one window formatter, with the bundle's tokenizer behind a turn cache."""
+        tok = self._tokenizers.get(bundle)
+        if tok is None:
+            tok = self._tokenizers[bundle] = CachedTokenizer(bundle.tokenizer)
+        return encode_windows(windows, tok, bundle.window)
+
     @staticmethod
     def compute(bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
         """One model call for a batch of token-id sequences -> one decoded row per sequence."""
@@ -175,8 +217,7 @@ class Engine:
             if got is None or len(got) != len(seqs):
                 raise ServiceError(
                     ErrorKind.model_unavailable,
-                    f"model returned {0 if got is None else len(got)} "
-                    f"rows of '{task}' for {len(seqs)} inputs",
+                    f"model returned {0 if got is None else len(got)} rows of '{task}' for {len(seqs)} inputs",
                 )
         return decode(bundle.schema, logits)
 

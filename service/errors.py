@@ -111,9 +111,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(
-            ServiceError(ErrorKind.invalid, validation_message(list(exc.errors()))), request
-        )
+        return error_response(ServiceError(ErrorKind.invalid, validation_message(list(exc.errors()))), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -54,9 +54,7 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
-        self.failures = Counter(
-            PREFIX + "failures_total", "Failures answered, by error kind.", ["kind"], registry=r
-        )
+        self.failures = Counter(PREFIX + "failures_total", "Failures answered, by error kind.", ["kind"], registry=r)
         self.request_seconds = Histogram(
             PREFIX + "request_seconds",
             "End-to-end time of a scored turn.",
@@ -81,9 +79,7 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(PREFIX + "queue_depth", "Requests waiting for a batch.", registry=r)
-        self.inflight = Gauge(
-            PREFIX + "inflight_requests", "Requests admitted into the serving path.", registry=r
-        )
+        self.inflight = Gauge(PREFIX + "inflight_requests", "Requests admitted into the serving path.", registry=r)
         self.expired = Counter(
             PREFIX + "expired_total", "Requests dropped before inference: deadline passed.", registry=r
         )
@@ -93,9 +89,7 @@ class Metrics:
             ["name", "version", "variant"],
             registry=r,
         )
-        self.reloads = Counter(
-            PREFIX + "reloads_total", "Bundle reload attempts, by result.", ["result"], registry=r
-        )
+        self.reloads = Counter(PREFIX + "reloads_total", "Bundle reload attempts, by result.", ["result"], registry=r)
         self.ws_connections = Gauge(PREFIX + "ws_connections", "Open WebSocket streams.", registry=r)
         self.feedback = Counter(PREFIX + "feedback_total", "Feedback records accepted.", registry=r)
         for stage in STAGES:  # export every stage from the start, so dashboards see zeros, not gaps

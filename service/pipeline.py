@@ -33,9 +33,7 @@ def _ms(since: float) -> float:
 
 
 class Pipeline:
-    def __init__(
-        self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics
-    ):
+    def __init__(self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics):
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -88,7 +86,7 @@ class Pipeline:
                     self._observe(endpoint, "duplicate", timings)
                     return {**appended.result, "timings_ms": timings}
                 t = time.perf_counter()
-                ids = bundle.encode([appended.window])[0]
+                ids = self.engine.encode(bundle, [appended.window])[0]
                 tokenize_ms = _ms(t)
                 row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
                 body = {
@@ -131,7 +129,7 @@ class Pipeline:
         windows = segments(req.turns, bundle.window) if req.all else [req.turns]
         with self.batcher.admit(weight=len(windows)):
             t = time.perf_counter()
-            all_ids = bundle.encode(windows)
+            all_ids = self.engine.encode(bundle, windows)
             tokenize_ms = _ms(t)
             # Submitted together, so they share batches.
             rows = await asyncio.gather(*(self.batcher.submit(bundle, ids, deadline) for ids in all_ids))
@@ -181,9 +179,7 @@ class Pipeline:
         bundle = self.engine.current
         task = bundle.schema.tasks.get(fb.task)
         if task is None:
-            raise ServiceError(
-                ErrorKind.invalid, f"unknown task '{fb.task}' (model has {bundle.schema.names()})"
-            )
+            raise ServiceError(ErrorKind.invalid, f"unknown task '{fb.task}' (model has {bundle.schema.names()})")
         labels = [fb.label] if isinstance(fb.label, str) else list(fb.label)
         if task.type is not TaskType.multilabel and len(labels) != 1:
             raise ServiceError(ErrorKind.invalid, f"task '{fb.task}' takes exactly one label")

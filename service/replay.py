@@ -188,7 +188,4 @@ def print_summary(summary: dict[str, Any], echo: Callable[[str], None] = print) 
         f"p99 {lat.get('p99')} ms, max {lat.get('max')} ms"
     )
     if summary["gold_agreement"]:
-        echo(
-            "agreement with gold labels: "
-            + ", ".join(f"{t} {v:.1%}" for t, v in summary["gold_agreement"].items())
-        )
+        echo("agreement with gold labels: " + ", ".join(f"{t} {v:.1%}" for t, v in summary["gold_agreement"].items()))

@@ -236,9 +236,10 @@ def pair_curve(delta: np.ndarray, outcome: np.ndarray, differs: np.ndarray | Non
                         "mean_delta": float(delta[m].mean()) if n else None,
                         "p_first_higher": float(outcome[m].mean()) if n else None})
     fit: dict[str, Any] = {"slope": None, "intercept": None}
-    if len(delta) >= 2 and np.ptp(delta) > 0:
-        slope, intercept = np.polyfit(delta, outcome, 1)
-        fit = {"slope": float(slope), "intercept": float(intercept)}
+    var = float(delta.var()) if len(delta) >= 2 else 0.0
+    if var > 1e-12:  # ordinary least squares, closed form
+        slope = float(((delta - delta.mean()) * (outcome - outcome.mean())).mean() / var)
+        fit = {"slope": slope, "intercept": float(outcome.mean() - slope * delta.mean())}
     ordering = None
     if differs is not None and differs.any():
         ordering = float(outcome[differs].mean())

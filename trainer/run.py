@@ -64,7 +64,7 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
 
         teacher = read_scores(scores)
         first = next(iter(teacher.values()), None)
-        teacher_info = getattr(first, "teacher", None)
+        teacher_info = first.teacher.model_dump(mode="json") if first is not None else None
     elif objective != "none":
         console.print(f"[yellow]no --scores given: skipping {objective} pretraining, finetuning only[/]")
         objective = "none"

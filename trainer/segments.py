@@ -61,10 +61,17 @@ def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer:
         for name in schema.names():
             rec = teacher.get((dlg.dialogue_id, name)) if teacher else None
             if rec is not None:
+                rec_labels = getattr(rec, "labels", None)
+                if rec_labels is not None and list(rec_labels) != schema[name].labels:
+                    raise DataError(f"teacher scores for task '{name}' use labels {list(rec_labels)}, the schema has "
+                                    f"{schema[name].labels}")
                 arr = np.asarray(rec.scores, dtype=np.float32)
                 if arr.shape != (len(dlg.turns), schema[name].num_labels):
                     raise DataError(f"teacher scores for dialogue '{dlg.dialogue_id}' task '{name}' have shape "
                                     f"{arr.shape}, expected ({len(dlg.turns)}, {schema[name].num_labels})")
+                valid = getattr(rec, "valid", None)  # turns where every vote abstained have no score
+                if valid is not None:
+                    arr[~np.asarray(valid, dtype=bool)] = np.nan
                 scored[name] = arr
         for ti, window_turns in enumerate(segments(dlg.turns, window)):
             windows.append(window_turns)

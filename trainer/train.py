@@ -70,6 +70,7 @@ class TrainConfig:
     save_every: int = 50
     seed: int = 0
     tasks: list[str] | None = None
+    init_from: str | None = None  # start from this checkpoint's weights (e.g. a pretrained student)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -228,6 +229,10 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
     built = build_model(cfg.backbone, schema, pooling=cfg.pooling, seed=cfg.seed)
     model, tokenizer = built.model, built.tokenizer
     pad_id = tokenizer.pad_token_id
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(Path(cfg.init_from) / "model.safetensors")), strict=True)
     torch.manual_seed(cfg.seed)
 
     use_teacher = teacher if cfg.objective != "none" else None

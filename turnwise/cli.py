@@ -226,3 +226,38 @@ def main() -> None:
         sys.exit(2)
 
 
+
+
+@experiment_app.command("table1")
+def experiment_table1(
+    out: Annotated[Path, typer.Option("--out")] = Path("benchmarks/results"),
+    dataset: Annotated[str, typer.Option("--dataset", help="dailydialog|meld|jsonl")] = "dailydialog",
+    task: Annotated[str, typer.Option("--task")] = "act",
+    teacher: Annotated[str, typer.Option("--teacher", help="simulated|zeroshot")] = "simulated",
+    data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
+    tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
+    gold_fractions: Annotated[str, typer.Option("--gold-fractions")] = "0.01,0.05,0.10,0.25",
+    seeds: Annotated[str, typer.Option("--seeds")] = "0,1,2",
+    methods: Annotated[str, typer.Option("--methods")] = "finetune_only,pointwise,pairwise",
+    ablations: Annotated[bool, typer.Option("--ablations/--no-ablations")] = True,
+    train_dialogues: int = 800,
+    test_dialogues: Annotated[int | None, typer.Option("--test-dialogues", help="default 400; 0 = all")] = 400,
+    pretrain_steps: int = 120,
+    max_finetune_steps: int = 120,
+    backbone: str = "minilm",
+    max_tokens: int = 48,
+    noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
+) -> None:
+    """The paper's Table 1 (finetune-only vs pointwise vs pairwise) with alpha and pair-mode ablations."""
+    from trainer.experiment import Table1Config, markdown, run_table1
+
+    cfg = Table1Config(dataset=dataset, task=task, teacher=teacher,
+                       gold_fractions=[float(x) for x in gold_fractions.split(",")],
+                       seeds=[int(x) for x in seeds.split(",")], methods=[m.strip() for m in methods.split(",")],
+                       ablations=ablations, train_dialogues=train_dialogues, test_dialogues=test_dialogues or None,
+                       pretrain_steps=pretrain_steps, max_finetune_steps=max_finetune_steps, backbone=backbone,
+                       max_tokens=max_tokens)
+    if noise:
+        cfg.noise = json.loads(noise)
+    result = run_table1(cfg, out, data=data, schema=load_schema(tasks, dataset) if tasks else None)
+    typer.echo(markdown(result))

@@ -8,9 +8,7 @@ from fastapi.responses import JSONResponse
 from service.deps import Authenticated
 from service.schemas import ERROR_RESPONSES
 
-router = APIRouter(
-    prefix="/v1/admin", tags=["admin"], dependencies=[Authenticated], responses=ERROR_RESPONSES
-)
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Authenticated], responses=ERROR_RESPONSES)
 
 
 @router.post("/reload", response_model=None)

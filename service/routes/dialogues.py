@@ -8,9 +8,7 @@ from fastapi.responses import JSONResponse
 from service.deps import Authenticated, DialogueId, PipelineDep
 from service.schemas import ERROR_RESPONSES, DialogueOut, TurnIn, TurnResult
 
-router = APIRouter(
-    prefix="/v1/dialogues", tags=["dialogues"], dependencies=[Authenticated], responses=ERROR_RESPONSES
-)
+router = APIRouter(prefix="/v1/dialogues", tags=["dialogues"], dependencies=[Authenticated], responses=ERROR_RESPONSES)
 
 
 @router.post("/{dialogue_id}/turns", response_model=None, responses={200: {"model": TurnResult}})

@@ -22,9 +22,7 @@ BEARER_SUBPROTOCOL = "bearer."
 async def _deny(websocket: WebSocket, err: ServiceError) -> None:
     count_failure(websocket.app.state.metrics, err.kind)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            JSONResponse(err.body(), status_code=err.status, headers=err.headers())
-        )
+        await websocket.send_denial_response(JSONResponse(err.body(), status_code=err.status, headers=err.headers()))
     else:  # servers without the denial-response extension: close the handshake (HTTP 403)
         await websocket.close(code=1008, reason=err.message)
 
@@ -35,9 +33,7 @@ async def stream(websocket: WebSocket) -> None:
     offered = list(websocket.scope.get("subprotocols") or [])
     token = bearer_token(websocket.headers.get("authorization"))
     if token is None:
-        token = next(
-            (p[len(BEARER_SUBPROTOCOL) :] for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None
-        )
+        token = next((p[len(BEARER_SUBPROTOCOL) :] for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None)
     if not key_is_valid(state.settings, token):
         await _deny(websocket, ServiceError(ErrorKind.unauthenticated, "missing or invalid API key"))
         return

@@ -77,9 +77,7 @@ class WindowStore(ABC):
     kind: str
 
     @abstractmethod
-    async def append(
-        self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int
-    ) -> AppendResult:
+    async def append(self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int) -> AppendResult:
         """Atomic append + dedupe + trim + TTL refresh; see the module docstring."""
 
     @abstractmethod

@@ -49,9 +49,7 @@ class MemoryStore(WindowStore):
         for key in [k for k, e in self._dialogues.items() if e.expires_at <= now]:
             del self._dialogues[key]
 
-    async def append(
-        self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int
-    ) -> AppendResult:
+    async def append(self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int) -> AppendResult:
         now = time.monotonic()
         self._appends += 1
         if self._appends % SWEEP_EVERY == 0:

@@ -117,12 +117,10 @@ class RedisStore(WindowStore):
         except RedisError as err:
             raise ServiceError(ErrorKind.store_unavailable, f"window store error (Redis: {err})") from err
 
-    async def append(
-        self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int
-    ) -> AppendResult:
+    async def append(self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int) -> AppendResult:
         turn = StoredTurn(seq, speaker, text)
         keys = [self.turns_key(dialogue_id), self.meta_key(dialogue_id)]
-        args = [seq, fingerprint(speaker, text), turn.to_json(), max_turns, self.ttl_s]
+        args: list[str | int] = [seq, fingerprint(speaker, text), turn.to_json(), max_turns, self.ttl_s]
         status, last, result, raw_window = await self._call(lambda: self._append(keys=keys, args=args))
         if status == "stale":
             raise conflict(dialogue_id, seq, int(last), stale=True)
@@ -134,9 +132,7 @@ class RedisStore(WindowStore):
     async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
         payload = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         done = await self._call(
-            lambda: self._set_result(
-                keys=[self.meta_key(dialogue_id)], args=[seq, payload, model, self.ttl_s]
-            )
+            lambda: self._set_result(keys=[self.meta_key(dialogue_id)], args=[seq, payload, model, self.ttl_s])
         )
         return bool(done)
 
@@ -159,9 +155,7 @@ class RedisStore(WindowStore):
         )
 
     async def delete(self, dialogue_id: str) -> bool:
-        n = await self._call(
-            lambda: self.client.delete(self.turns_key(dialogue_id), self.meta_key(dialogue_id))
-        )
+        n = await self._call(lambda: self.client.delete(self.turns_key(dialogue_id), self.meta_key(dialogue_id)))
         return bool(n)
 
     async def add_feedback(self, record: dict[str, str]) -> str:
@@ -169,7 +163,7 @@ class RedisStore(WindowStore):
         entry_id = await self._call(
             lambda: self.client.xadd(
                 self.feedback_key,
-                fields,  # type: ignore[arg-type]
+                fields,
                 maxlen=self.feedback_maxlen,
                 approximate=True,
             )
@@ -177,7 +171,7 @@ class RedisStore(WindowStore):
         return str(entry_id)
 
     async def ping(self) -> None:
-        await self._call(self.client.ping)  # type: ignore[arg-type]
+        await self._call(self.client.ping)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose()  # type: ignore[attr-defined]  # types-redis 4.6 predates aclose()

@@ -41,8 +41,13 @@ def store_kind(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture
 def make_settings(tiny_bundle: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {"bundle": tiny_bundle, "reload_poll_s": 0, "api_keys": [], "log_level": "warning",
-                                "shutdown_grace_s": 5}
+        base: dict[str, Any] = {
+            "bundle": tiny_bundle,
+            "reload_poll_s": 0,
+            "api_keys": [],
+            "log_level": "warning",
+            "shutdown_grace_s": 5,
+        }
         base.update(overrides)
         return Settings(**base)
 

@@ -10,16 +10,17 @@ import pytest
 
 from turnwise.scoring import decode  # noqa: F401 - imported so a broken core fails here too
 
-TURNS = [("agent", "Thanks for calling, how can I help?"),
-         ("customer", "My internet has been down since last night."),
-         ("agent", "Sorry about that. Could you read me the account number?"),
-         ("customer", "It's 555-0142."),
-         ("agent", "I see an outage in your area.")]
+TURNS = [
+    ("agent", "Thanks for calling, how can I help?"),
+    ("customer", "My internet has been down since last night."),
+    ("agent", "Sorry about that. Could you read me the account number?"),
+    ("customer", "It's 555-0142."),
+    ("agent", "I see an outage in your area."),
+]
 
 
 def post_turn(client: httpx.AsyncClient, dialogue_id: str, seq: int, speaker: str, text: str, **kw):
-    return client.post(f"/v1/dialogues/{dialogue_id}/turns", json={"seq": seq, "speaker": speaker, "text": text},
-                       **kw)
+    return client.post(f"/v1/dialogues/{dialogue_id}/turns", json={"seq": seq, "speaker": speaker, "text": text}, **kw)
 
 
 def check_result(body: dict, schema) -> None:
@@ -89,8 +90,9 @@ async def test_retry_with_same_text_returns_stored_result_and_adds_nothing(live,
         again = await post_turn(c, "call-r", 1, "customer", "my card was charged twice")
         assert again.status_code == 200
         body = again.json()
-        assert {k: v for k, v in body.items() if k != "timings_ms"} == \
-            {k: v for k, v in first.items() if k != "timings_ms"}
+        assert {k: v for k, v in body.items() if k != "timings_ms"} == {
+            k: v for k, v in first.items() if k != "timings_ms"
+        }
         assert srv.state.engine.batches == batches  # not recomputed
         window = (await c.get("/v1/dialogues/call-r")).json()["window"]
         assert [t["seq"] for t in window] == [0, 1]
@@ -125,23 +127,29 @@ async def test_bad_dialogue_id_is_422(live, bad_id):
         assert (await post_turn(c, ok, 0, "agent", "hi")).status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    {"seq": -1, "speaker": "agent", "text": "hi"},
-    {"seq": "1", "speaker": "agent", "text": "hi"},
-    {"seq": 1.5, "speaker": "agent", "text": "hi"},
-    {"seq": 0, "speaker": "", "text": "hi"},
-    {"seq": 0, "speaker": "agent", "text": "   "},
-    {"seq": 0, "speaker": "agent"},
-    {"seq": 0, "speaker": "agent", "text": "hi", "extra": 1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"seq": -1, "speaker": "agent", "text": "hi"},
+        {"seq": "1", "speaker": "agent", "text": "hi"},
+        {"seq": 1.5, "speaker": "agent", "text": "hi"},
+        {"seq": 0, "speaker": "", "text": "hi"},
+        {"seq": 0, "speaker": "agent", "text": "   "},
+        {"seq": 0, "speaker": "agent"},
+        {"seq": 0, "speaker": "agent", "text": "hi", "extra": 1},
+    ],
+)
 async def test_bad_turn_body_is_422(live, body):
     srv = live()
     async with httpx.AsyncClient(base_url=srv.url) as c:
         r = await c.post("/v1/dialogues/call-v/turns", json=body)
         assert r.status_code == 422
         assert set(r.json()) == {"error", "error_type"} and r.json()["error_type"] == "invalid"
-        assert (await c.post("/v1/dialogues/call-v/turns", content=b"{not json",
-                             headers={"content-type": "application/json"})).status_code == 422
+        assert (
+            await c.post(
+                "/v1/dialogues/call-v/turns", content=b"{not json", headers={"content-type": "application/json"}
+            )
+        ).status_code == 422
 
 
 async def test_limits_are_413(live):
@@ -150,8 +158,11 @@ async def test_limits_are_413(live):
         r = await post_turn(c, "call-big", 0, "customer", "x" * 51)
         assert r.status_code == 413 and r.json()["error_type"] == "too_large" and "limit is 50" in r.json()["error"]
         assert (await post_turn(c, "call-big", 0, "customer", "x" * 50)).status_code == 200
-        r = await c.post("/v1/dialogues/call-big/turns", content=b'{"seq": 1, "speaker": "a", "text": "' +
-                         b"y" * 5000 + b'"}', headers={"content-type": "application/json"})
+        r = await c.post(
+            "/v1/dialogues/call-big/turns",
+            content=b'{"seq": 1, "speaker": "a", "text": "' + b"y" * 5000 + b'"}',
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413
         turns = [{"speaker": "agent", "text": "hi"}] * 4
         r = await c.post("/v1/score", json={"turns": turns})
@@ -197,18 +208,29 @@ async def test_feedback_goes_to_the_stream(live, store_kind):
         fb = {"dialogue_id": "call-f", "seq": 3, "task": "act", "label": "question"}
         r = await c.post("/v1/feedback", json=fb)
         assert r.status_code == 202 and r.json()["status"] == "accepted"
-        for bad in ({**fb, "task": "nope"}, {**fb, "label": "nope"}, {**fb, "label": ["inform", "question"]},
-                    {**fb, "dialogue_id": "bad id"}):
+        for bad in (
+            {**fb, "task": "nope"},
+            {**fb, "label": "nope"},
+            {**fb, "label": ["inform", "question"]},
+            {**fb, "dialogue_id": "bad id"},
+        ):
             assert (await c.post("/v1/feedback", json=bad)).status_code == 422
     store = srv.state.store
     if store_kind["redis_url"]:
         entries = await _xrange(store_kind["redis_url"], "tw:feedback")
         assert len(entries) == 1
-        assert entries[0][1] | {"ts": "x"} == {"dialogue_id": "call-f", "seq": "3", "task": "act",
-                                               "label": "question", "model": "tiny@1", "ts": "x"}
+        assert entries[0][1] | {"ts": "x"} == {
+            "dialogue_id": "call-f",
+            "seq": "3",
+            "task": "act",
+            "label": "question",
+            "model": "tiny@1",
+            "ts": "x",
+        }
     else:
-        assert [rec for _, rec in store.feedback] == [{"dialogue_id": "call-f", "seq": "3", "task": "act",
-                                                       "label": "question", "model": "tiny@1"}]
+        assert [rec for _, rec in store.feedback] == [
+            {"dialogue_id": "call-f", "seq": "3", "task": "act", "label": "question", "model": "tiny@1"}
+        ]
 
 
 async def _xrange(url: str, key: str):
@@ -235,8 +257,11 @@ async def test_probes_and_metrics(live, store_kind):
         assert 'turnwise_requests_total{endpoint="turns",outcome="scored"} 1.0' in text
         assert 'turnwise_model_info{name="tiny",variant="fp32",version="1"} 1.0' in text
         assert "turnwise_batch_size_bucket" in text
-        assert all(line.startswith(("#", "turnwise_", "python_")) or not line for line in text.splitlines()
-                   if not line.startswith("process_"))
+        assert all(
+            line.startswith(("#", "turnwise_", "python_")) or not line
+            for line in text.splitlines()
+            if not line.startswith("process_")
+        )
         assert (await c.get("/docs")).status_code == 200
         spec = (await c.get("/openapi.json")).json()
         assert "/v1/dialogues/{dialogue_id}/turns" in spec["paths"] and "/v1/score" in spec["paths"]
@@ -245,8 +270,9 @@ async def test_probes_and_metrics(live, store_kind):
 async def test_concurrent_turns_of_one_dialogue_keep_their_order(live, store_kind):
     srv = live(**store_kind)
     async with httpx.AsyncClient(base_url=srv.url) as c:
-        responses = await asyncio.gather(*(post_turn(c, "call-cc", seq, "customer", f"utterance {seq}")
-                                           for seq in range(16)))
+        responses = await asyncio.gather(
+            *(post_turn(c, "call-cc", seq, "customer", f"utterance {seq}") for seq in range(16))
+        )
         codes = [r.status_code for r in responses]
         assert set(codes) <= {200, 409}
         accepted = [seq for seq, r in enumerate(responses) if r.status_code == 200]
@@ -309,8 +335,9 @@ async def test_redis_down_is_503_then_recovers_without_corrupting_the_window(liv
         r = await post_turn(c, "call-x", 2, *TURNS[2])  # the client retries the failed turn
         assert r.status_code == 200 and r.json()["window_turns"] == 3
         got = (await c.get("/v1/dialogues/call-x")).json()
-        assert [(t["seq"], t["speaker"], t["text"]) for t in got["window"]] == \
-            [(i, s, t) for i, (s, t) in enumerate(TURNS[:3])]
+        assert [(t["seq"], t["speaker"], t["text"]) for t in got["window"]] == [
+            (i, s, t) for i, (s, t) in enumerate(TURNS[:3])
+        ]
         assert got["last_result"]["seq"] == 2
 
 

@@ -74,15 +74,17 @@ async def test_cut_by_wait_when_idle():
 
 async def test_failed_batch_fails_every_future():
     b = MicroBatcher(Recorder(fail=True), max_batch_size=8, max_wait_s=0.01)
-    results = await run_with(b, asyncio.gather(*(b.submit(BUNDLE, [i], deadline()) for i in range(5)),
-                                               return_exceptions=True))
+    results = await run_with(
+        b, asyncio.gather(*(b.submit(BUNDLE, [i], deadline()) for i in range(5)), return_exceptions=True)
+    )
     assert all(isinstance(r, ServiceError) and r.kind is ErrorKind.model_unavailable for r in results)
 
 
 async def test_output_count_mismatch_fails_the_batch():
     b = MicroBatcher(Recorder(short=True), max_batch_size=8, max_wait_s=0.01)
-    results = await run_with(b, asyncio.gather(*(b.submit(BUNDLE, [i], deadline()) for i in range(3)),
-                                               return_exceptions=True))
+    results = await run_with(
+        b, asyncio.gather(*(b.submit(BUNDLE, [i], deadline()) for i in range(3)), return_exceptions=True)
+    )
     assert all(isinstance(r, ServiceError) and "2 results for 3 inputs" in r.message for r in results)
 
 

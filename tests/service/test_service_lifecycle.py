@@ -65,8 +65,9 @@ async def test_hot_reload_under_traffic(live, tiny_bundle: Path, tmp_path: Path)
     async def call(c: httpx.AsyncClient, k: int) -> None:
         seq = 0
         while not stop.is_set():
-            r = await c.post(f"/v1/dialogues/call-hr{k}/turns", json={"seq": seq, "speaker": "customer",
-                                                                      "text": f"turn {seq}"})
+            r = await c.post(
+                f"/v1/dialogues/call-hr{k}/turns", json={"seq": seq, "speaker": "customer", "text": f"turn {seq}"}
+            )
             seen.append((r.status_code, r.json().get("model", {}).get("version", r.text)))
             seq += 1
 
@@ -143,13 +144,22 @@ def test_replay_over_ws_and_rest(live, samples_dir: Path, capsys):
 def test_sigterm_drains_in_flight_requests(tiny_bundle: Path, tmp_path: Path):
     """A real server process: requests and stream frames accepted before SIGTERM are all answered."""
     port = free_port()
-    env = {**os.environ, "TURNWISE_BUNDLE": str(tiny_bundle), "TURNWISE_HOST": "127.0.0.1",
-           "TURNWISE_PORT": str(port), "TURNWISE_MAX_BATCH_WAIT_MS": "500", "TURNWISE_MAX_BATCH_SIZE": "64",
-           "TURNWISE_RELOAD_POLL_S": "0", "TURNWISE_LOG_LEVEL": "info", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "TURNWISE_BUNDLE": str(tiny_bundle),
+        "TURNWISE_HOST": "127.0.0.1",
+        "TURNWISE_PORT": str(port),
+        "TURNWISE_MAX_BATCH_WAIT_MS": "500",
+        "TURNWISE_MAX_BATCH_SIZE": "64",
+        "TURNWISE_RELOAD_POLL_S": "0",
+        "TURNWISE_LOG_LEVEL": "info",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("TURNWISE_REDIS_URL", None)
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "service.serve"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.serve"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -164,14 +174,21 @@ def test_sigterm_drains_in_flight_requests(tiny_bundle: Path, tmp_path: Path):
             time.sleep(0.1)
 
         async def scenario() -> tuple[list[httpx.Response], list[dict], int | None]:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as c, \
-                    websockets.connect(f"ws://127.0.0.1:{port}/v1/stream", proxy=None) as ws:
-                rest = [asyncio.create_task(c.post(f"/v1/dialogues/call-g{i}/turns",
-                                                   json={"seq": 0, "speaker": "agent", "text": "hello"}))
-                        for i in range(20)]
+            async with (
+                httpx.AsyncClient(base_url=url, timeout=30) as c,
+                websockets.connect(f"ws://127.0.0.1:{port}/v1/stream", proxy=None) as ws,
+            ):
+                rest = [
+                    asyncio.create_task(
+                        c.post(f"/v1/dialogues/call-g{i}/turns", json={"seq": 0, "speaker": "agent", "text": "hello"})
+                    )
+                    for i in range(20)
+                ]
                 for seq in range(5):
-                    await ws.send(f'{{"type":"turn","dialogue_id":"call-gw","seq":{seq},"speaker":"customer",'
-                                  f'"text":"turn {seq}"}}')
+                    await ws.send(
+                        f'{{"type":"turn","dialogue_id":"call-gw","seq":{seq},"speaker":"customer",'
+                        f'"text":"turn {seq}"}}'
+                    )
                 await asyncio.sleep(0.2)  # everything has arrived; the batcher still waits for more
                 proc.send_signal(signal.SIGTERM)
                 frames = []

@@ -59,7 +59,9 @@ async def test_duplicate_before_result_has_no_result(store: WindowStore):
     assert again.status == "duplicate" and again.result is None
 
 
-@pytest.mark.parametrize(("seq", "speaker", "text"), [(1, "agent", "other text"), (1, "customer", "b"), (0, "agent", "a")])
+@pytest.mark.parametrize(
+    ("seq", "speaker", "text"), [(1, "agent", "other text"), (1, "customer", "b"), (0, "agent", "a")]
+)
 async def test_conflicting_or_stale_seq_is_409(store: WindowStore, seq: int, speaker: str, text: str):
     await store.append("call-c", 0, "agent", "a", max_turns=5)
     await store.append("call-c", 1, "agent", "b", max_turns=5)
@@ -97,8 +99,8 @@ async def test_delete_and_unknown(store: WindowStore):
 
 
 async def test_unicode_text_round_trips(store: WindowStore):
-    r = await store.append("call-u", 0, "customer", "ça coûte 20 € — 😀 \"quoted\"", max_turns=5)
-    assert r.window[0].text == "ça coûte 20 € — 😀 \"quoted\""
+    r = await store.append("call-u", 0, "customer", 'ça coûte 20 € — 😀 "quoted"', max_turns=5)
+    assert r.window[0].text == 'ça coûte 20 € — 😀 "quoted"'
 
 
 async def test_concurrent_appends_of_one_dialogue_stay_ordered(store: WindowStore):

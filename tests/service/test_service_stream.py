@@ -39,8 +39,9 @@ async def test_pipelined_frames_are_answered_in_order_and_stored_in_order(live, 
         for seq in range(24):  # two dialogues interleaved, nothing awaited in between
             await ws.send(turn(f"call-p{seq % 2}", seq // 2, f"utterance {seq}"))
         replies = [await recv(ws) for _ in range(24)]
-    assert [(r["type"], r["dialogue_id"], r["seq"]) for r in replies] == \
-        [("scores", f"call-p{i % 2}", i // 2) for i in range(24)]
+    assert [(r["type"], r["dialogue_id"], r["seq"]) for r in replies] == [
+        ("scores", f"call-p{i % 2}", i // 2) for i in range(24)
+    ]
     for r in replies:
         assert r["window_turns"] == min(r["seq"] + 1, 8)
     async with httpx.AsyncClient(base_url=srv.url) as c:
@@ -69,8 +70,9 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(live):
         await ws.send(turn("call-e", 0, "other text"))
         e = await recv(ws)
         assert e == {"type": "error", "code": "conflict", "seq": 0, "message": e["message"]}
-        await ws.send(json.dumps({"type": "turn", "dialogue_id": "call-e", "seq": 1, "speaker": "agent",
-                                  "text": "ok"}).encode())  # binary frames are read as JSON too
+        await ws.send(
+            json.dumps({"type": "turn", "dialogue_id": "call-e", "seq": 1, "speaker": "agent", "text": "ok"}).encode()
+        )  # binary frames are read as JSON too
         assert (await recv(ws))["seq"] == 1
 
 

@@ -202,7 +202,8 @@ class LLMTeacher:
     def _key_params(self, prompt: PromptTemplate) -> dict[str, Any]:
         return {**self.params, "max_tokens": prompt.max_tokens}
 
-    def build(self, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int) -> tuple[list[RecordPlan], list[Unit]]:
+    def build(self, dialogues: Sequence[Dialogue], schema: TaskSchema,
+              samples: int) -> tuple[list[RecordPlan], list[Unit]]:
         if samples < 1:
             raise ValueError("samples must be >= 1")
         plans: list[RecordPlan] = []
@@ -256,7 +257,7 @@ class LLMTeacher:
             stats["samples_to_fetch"] += missing
             if not missing:
                 continue
-            ptok = int(math.ceil(sum(len(m["content"]) for m in u.messages) / CHARS_PER_TOKEN)) + 4 * len(u.messages)
+            ptok = math.ceil(sum(len(m["content"]) for m in u.messages) / CHARS_PER_TOKEN) + 4 * len(u.messages)
             calls_n += 1
             calls_seed += missing
             ptok_n += ptok
@@ -273,7 +274,8 @@ class LLMTeacher:
             "calls_if_n_supported": calls_n, "calls_if_n_unsupported": calls_seed,
             "est_prompt_tokens_if_n_supported": ptok_n, "est_prompt_tokens_if_n_unsupported": ptok_seed,
             "max_completion_tokens": ctok_max, "per_prompt": per_prompt,
-            "note": f"token estimate: characters / {CHARS_PER_TOKEN:g}; completion tokens are an upper bound (max_tokens)",
+            "note": f"token estimate: characters / {CHARS_PER_TOKEN:g}; completion tokens are an upper bound "
+                    "(max_tokens)",
         }
         if price is None:
             out["est_cost_usd"] = None
@@ -455,6 +457,7 @@ class LLMTeacher:
             out["price"] = f"no price for model '{self.cfg.model}' (pass a price table)"
         else:
             out["cost_usd"] = round(price.cost(u["prompt_tokens"], u["completion_tokens"]), 6)
-            out["cost_saved_by_cache_usd"] = round(price.cost(u["cached_prompt_tokens"], u["cached_completion_tokens"]), 6)
+            saved = price.cost(u["cached_prompt_tokens"], u["cached_completion_tokens"])
+            out["cost_saved_by_cache_usd"] = round(saved, 6)
         return out
 

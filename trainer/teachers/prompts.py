@@ -226,7 +226,8 @@ def _labels_in_text(text: str, labels: Sequence[str]) -> list[int]:
     return found
 
 
-_LETTER_ONLY = re.compile(r"^[\s*`\"'(\[]*([A-Z])[\s*`\"')\].:]*$")
+# A whole answer that is one letter may be lower case ("c"); inside a sentence only capitals count ("a" is a word).
+_LETTER_ONLY = re.compile(r"^[\s*`\"'(\[]*([A-Za-z])[\s*`\"')\].:]*$")
 _LETTER_LEAD = re.compile(r"^[\s*`\"'(\[]*([A-Z])\s*[).:\]-]")
 _LETTER_ANSWER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?\s*[:=-]?\s*\(?([A-Z])\)?(?![A-Za-z])")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,8 @@ class EmbeddingCache:
         for t, v in zip(texts, vecs, strict=True):
             self.mem[t] = v
         if self._conn is not None:
-            rows = [(self._key(t), int(v.shape[0]), np.asarray(v, np.float32).tobytes()) for t, v in zip(texts, vecs, strict=True)]
+            rows = [(self._key(t), int(v.shape[0]), np.asarray(v, np.float32).tobytes())
+                    for t, v in zip(texts, vecs, strict=True)]
             with self._lock:
                 self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)", rows)
                 self._conn.commit()

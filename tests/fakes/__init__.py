@@ -1,0 +1,1 @@
+"""Fakes for boundaries the tests cannot run for real (an LLM endpoint)."""

@@ -1,0 +1,53 @@
+"""The engine on its own: tokens through the turn cache equal the loader's, hot reload keeps the old bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from svc_helpers import bundle_version
+
+from export.loader import load_bundle
+from service.config import Settings
+from service.engine import CachedTokenizer, Engine
+from service.errors import ErrorKind, ServiceError
+from service.metrics import Metrics
+from turnwise.dialogue import read_jsonl
+from turnwise.window import encode_windows, segments
+
+
+def test_turn_cache_gives_exactly_the_loaders_tokens(tiny_bundle: Path, samples_dir: Path):
+    bundle = load_bundle(tiny_bundle, warmup=False)
+    windows = [w for d in read_jsonl(samples_dir / "dialogues.jsonl")[:10] for w in segments(d.turns, bundle.window)]
+    expected = bundle.encode(windows)
+    cached = CachedTokenizer(bundle.tokenizer, maxsize=7)  # tiny: evictions happen all the time
+    one_by_one = [encode_windows([w], cached, bundle.window)[0] for w in windows]
+    assert one_by_one == expected
+    assert encode_windows(windows, cached, bundle.window) == expected
+    assert len(cached._cache) <= 7
+
+
+async def test_reload_swaps_and_a_bad_bundle_keeps_the_old_one(tiny_bundle: Path, tmp_path: Path):
+    link = tmp_path / "current"
+    v1 = bundle_version(tiny_bundle, tmp_path / "v1", "1")
+    link.symlink_to(v1, target_is_directory=True)
+    engine = Engine(Settings(bundle=link), Metrics())
+    await engine.start()
+    assert engine.current.version == "1"
+    assert (await engine.reload())["reloaded"] is False  # nothing changed
+    v2 = bundle_version(tiny_bundle, tmp_path / "v2", "2")
+    link.unlink()
+    link.symlink_to(v2, target_is_directory=True)
+    assert (await engine.reload())["model"] == {"name": "tiny", "version": "2"}
+    # in place: a bundle.json that no longer parses is refused, v2 keeps serving
+    manifest = json.loads((v2 / "bundle.json").read_text())
+    (v2 / "bundle.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ServiceError) as info:
+        await engine.reload()
+    assert info.value.kind is ErrorKind.bundle_rejected and "format_version" in info.value.message
+    assert engine.current.version == "2"
+    assert (await engine.reload())["reloaded"] is False  # the rejected version is not retried
+    rows = await engine.infer(engine.current, engine.encode(engine.current, [[{"speaker": "a", "text": "hi"}]]))
+    assert len(rows) == 1 and set(rows[0]["labels"]) == {"intent", "act", "sentiment"}
+    engine.close()

@@ -1,0 +1,279 @@
+"""``turnwise experiment table1``: the paper's Table 1 on public data, with its ablations.
+
+For one dataset/task/teacher: teacher scores on the training dialogues; for every seed, one
+pointwise and one pairwise pretraining (shared by all gold fractions — pretraining never sees gold),
+then for every gold fraction a finetuning from (a) the backbone = finetune-only, (b) the pointwise
+student, (c) the pairwise student; evaluation on the official test split. Ablations (pairwise only):
+alpha in {0, 0.5, 1} and inter-session pairs instead of intra-session ones.
+
+Outputs in ``out``: ``table1-<dataset>-<teacher>.json`` (every run with its seed and settings, means
+and stds aligned with ``gold_fractions``), a Markdown table, and a PNG of accuracy vs gold fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from trainer.evaluate import evaluate_path
+from trainer.train import TrainConfig, train
+from turnwise.dialogue import Dialogue
+from turnwise.tasks import TaskSchema
+
+console = Console(stderr=True)
+METHODS = ("finetune_only", "pointwise", "pairwise")
+
+
+@dataclass
+class Table1Config:
+    dataset: str = "dailydialog"
+    task: str = "act"
+    teacher: str = "simulated"
+    gold_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.10, 0.25])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    ablations: bool = True  # alpha 0 / 1 and inter-session pairs (pairwise), at the smallest gold fraction
+    # CPU scale (2 cores, ~2 h for DailyDialog with both teachers): see docs/evidence.md for the reasoning.
+    train_dialogues: int = 800
+    val_dialogues: int = 100
+    test_dialogues: int | None = 400
+    backbone: str = "minilm"
+    max_tokens: int = 48
+    max_turns: int = 3
+    pretrain_steps: int = 120
+    pretrain_dialogues: int = 8
+    pretrain_segments: int = 8
+    pretrain_lr: float = 5e-5
+    finetune_epochs: int = 4
+    max_finetune_steps: int = 120
+    batch_size: int = 32
+    finetune_lr: float = 5e-5
+    alpha: float = 0.5
+    samples: int = 10  # teacher votes per turn
+    noise: dict[str, Any] = field(default_factory=lambda: {"accuracy": 0.70, "drift": 1.0})
+    precision: str = "auto"
+
+
+def teacher_scores(kind: str, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int, seed: int,
+                   noise: dict[str, Any]) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
+    if kind == "simulated":
+        from trainer.teachers.simulated import SimulatedTeacher
+
+        sim = SimulatedTeacher(noise, seed=seed)
+        records = sim.label(dialogues, schema, samples)
+        summary = sim.summary()
+    elif kind == "zeroshot":
+        from trainer.teachers.prompts import PromptBank
+        from trainer.teachers.zeroshot import ZeroshotTeacher
+
+        zs = ZeroshotTeacher(PromptBank.load())
+        records = zs.label(dialogues, schema, samples)
+        summary = zs.summary()
+    else:
+        raise ValueError(f"teacher must be simulated or zeroshot for experiments, got {kind!r}")
+    by_key = {(r.dialogue_id, r.task): r for r in records}
+    return by_key, {"kind": kind, **summary}
+
+
+def teacher_accuracy(records: dict[tuple[str, str], Any], dialogues: Sequence[Dialogue], schema: TaskSchema,
+                     task: str) -> float:
+    hits = total = 0
+    labels = schema[task].labels
+    for d in dialogues:
+        rec = records.get((d.dialogue_id, task))
+        if rec is None:
+            continue
+        s = np.asarray(rec.scores)
+        for i, t in enumerate(d.turns):
+            if task in t.labels and s[i].sum() > 0:
+                total += 1
+                hits += labels[int(s[i].argmax())] == t.labels[task]
+    return hits / max(1, total)
+
+
+def load_splits(cfg: Table1Config, data: Path | None) -> tuple[list[Dialogue], list[Dialogue], list[Dialogue]]:
+    """Train / validation / test dialogues. ``jsonl`` datasets (the miniature test) are split 60/20/20."""
+    from trainer.data import default_data_root, load_source
+
+    if cfg.dataset == "jsonl":
+        from turnwise.dialogue import read_jsonl
+
+        assert data is not None, "--data is required with --dataset jsonl"
+        dl = read_jsonl(data)
+        a, b = int(0.6 * len(dl)), int(0.8 * len(dl))
+        return dl[: min(a, cfg.train_dialogues)], dl[a:b][: cfg.val_dialogues], dl[b:][: cfg.test_dialogues]
+    root = data or default_data_root() / cfg.dataset
+    return (load_source(cfg.dataset, root, "train", max_dialogues=cfg.train_dialogues),
+            load_source(cfg.dataset, root, "validation", max_dialogues=cfg.val_dialogues),
+            load_source(cfg.dataset, root, "test", max_dialogues=cfg.test_dialogues))
+
+
+def _train_cfg(cfg: Table1Config, **kw: Any) -> TrainConfig:
+    base = dict(backbone=cfg.backbone, max_tokens=cfg.max_tokens, max_turns=cfg.max_turns, tasks=[cfg.task],
+                pretrain_dialogues=cfg.pretrain_dialogues, pretrain_segments=cfg.pretrain_segments,
+                pretrain_lr=cfg.pretrain_lr, finetune_epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
+                finetune_lr=cfg.finetune_lr, max_steps=cfg.max_finetune_steps, alpha=cfg.alpha,
+                precision=cfg.precision, save_every=10_000, patience=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, schema: TaskSchema | None = None,
+               keep_checkpoints: bool = False) -> dict[str, Any]:
+    from trainer.data import source_tasks
+
+    out = Path(out)
+    work = out / "work"
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    schema = (schema or source_tasks(cfg.dataset)).select([cfg.task])
+    train_d, val_d, test_d = load_splits(cfg, data)
+    console.log(f"table1 {cfg.dataset}/{cfg.task} teacher={cfg.teacher}: train {len(train_d)}, "
+                f"val {len(val_d)}, test {len(test_d)} dialogues")
+    t0 = time.perf_counter()
+    records, tinfo = teacher_scores(cfg.teacher, train_d, schema, cfg.samples, 0, cfg.noise)
+    t_acc = teacher_accuracy(records, train_d, schema, cfg.task)
+    tinfo.update({"accuracy_on_train": t_acc, "wall_s": round(time.perf_counter() - t0, 1)})
+    console.log(f"teacher {cfg.teacher}: accuracy {t_acc:.4f} on the training dialogues")
+
+    variants: list[tuple[str, dict[str, Any]]] = []  # (method name, pretraining overrides)
+    for m in cfg.methods:
+        if m == "pointwise":
+            variants.append(("pointwise", {"objective": "pointwise"}))
+        elif m == "pairwise":
+            variants.append(("pairwise", {"objective": "pairwise"}))
+    if cfg.ablations and "pairwise" in cfg.methods:
+        variants += [("pairwise_alpha0", {"objective": "pairwise", "alpha": 0.0}),
+                     ("pairwise_alpha1", {"objective": "pairwise", "alpha": 1.0}),
+                     ("pairwise_inter", {"objective": "pairwise", "pair_mode": "inter"})]
+    runs: list[dict[str, Any]] = []
+    total = len(cfg.seeds) * (len(cfg.gold_fractions) * len(cfg.methods)
+                              + (3 if cfg.ablations and "pairwise" in cfg.methods else 0))
+    done = 0
+    for seed in cfg.seeds:
+        pretrained: dict[str, Path] = {}
+        pre_wall: dict[str, float] = {}
+        for name, over in variants:
+            t0 = time.perf_counter()
+            pcfg = _train_cfg(cfg, seed=seed, pretrain_steps=cfg.pretrain_steps, finetune_epochs=0, **over)
+            path = work / f"pre-{name}-s{seed}"
+            shutil.rmtree(path, ignore_errors=True)
+            train(pcfg, train_d, schema, path, teacher=records, teacher_info=tinfo)
+            pretrained[name] = path
+            pre_wall[name] = round(time.perf_counter() - t0, 1)
+        for frac_i, frac in enumerate(cfg.gold_fractions):
+            for name in ["finetune_only", *[n for n, _ in variants]]:
+                is_ablation = name not in METHODS
+                if is_ablation and frac_i != 0:
+                    continue  # ablations at the smallest gold fraction, where pretraining matters most
+                if name == "finetune_only" and "finetune_only" not in cfg.methods:
+                    continue
+                t0 = time.perf_counter()
+                fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac,
+                                  init_from=str(pretrained[name]) if name in pretrained else None)
+                path = work / f"ft-{name}-s{seed}-g{frac}"
+                shutil.rmtree(path, ignore_errors=True)
+                res = train(fcfg, train_d, schema, path, val_dialogues=val_d)
+                report = evaluate_path(path, test_d, tasks=[cfg.task])
+                m = report["tasks"][cfg.task]
+                runs.append({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
+                             "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
+                             "pretrain_wall_s": pre_wall.get(name, 0.0),
+                             "finetune_wall_s": round(time.perf_counter() - t0, 1),
+                             "settings": {k: v for k, v in asdict(fcfg).items() if k not in ("extra",)}})
+                done += 1
+                console.log(f"[{done}/{total}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
+                            f"macro-F1 {m['macro_f1']:.4f}")
+                if not keep_checkpoints:
+                    shutil.rmtree(path, ignore_errors=True)
+        if not keep_checkpoints:
+            for p in pretrained.values():
+                shutil.rmtree(p, ignore_errors=True)
+    result = summarise(cfg, runs, tinfo, wall_s=time.perf_counter() - t_start,
+                       sizes={"train": len(train_d), "validation": len(val_d), "test": len(test_d)})
+    write_outputs(result, out)
+    if not keep_checkpoints:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, Any], *, wall_s: float,
+              sizes: dict[str, int]) -> dict[str, Any]:
+    def stats(method: str, frac: float, key: str) -> tuple[float | None, float | None]:
+        vals = [r[key] for r in runs if r["method"] == method and r["gold_fraction"] == frac]
+        if not vals:
+            return None, None
+        return float(np.mean(vals)), float(np.std(vals))
+
+    methods: dict[str, Any] = {}
+    for name in sorted({r["method"] for r in runs}, key=lambda n: (n not in METHODS, n)):
+        fracs = cfg.gold_fractions if name in METHODS else cfg.gold_fractions[:1]
+        acc = [stats(name, f, "accuracy") for f in fracs]
+        f1 = [stats(name, f, "macro_f1") for f in fracs]
+        methods[name] = {"gold_fractions": fracs, "mean": [a[0] for a in acc], "std": [a[1] for a in acc],
+                         "macro_f1_mean": [a[0] for a in f1], "macro_f1_std": [a[1] for a in f1]}
+    teacher_label = "simulated teacher" if cfg.teacher == "simulated" else cfg.teacher
+    return {"dataset": cfg.dataset, "task": cfg.task, "teacher": cfg.teacher, "teacher_label": teacher_label,
+            "metric": "accuracy", "gold_fractions": cfg.gold_fractions, "methods": methods,
+            "teacher_info": tinfo, "config": asdict(cfg), "sizes": sizes, "wall_s": round(wall_s, 1),
+            "runs": runs}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    fr = result["gold_fractions"]
+    head = f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |"
+    lines = [f"### {result['dataset']} {result['task']} — teacher: {result['teacher_label']} "
+             f"(accuracy on train {result['teacher_info'].get('accuracy_on_train', float('nan')):.3f})", "",
+             head, "|---" * (len(fr) + 1) + "|"]
+    for name, m in result["methods"].items():
+        cells = []
+        for f in fr:
+            if f in m["gold_fractions"]:
+                k = m["gold_fractions"].index(f)
+                cells.append(f"{100 * m['mean'][k]:.1f} ± {100 * m['std'][k]:.1f}")
+            else:
+                cells.append("")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", f"Accuracy (%) on {result['sizes']['test']} test dialogues, mean ± std over seeds "
+              f"{result['config']['seeds']}; wall time {result['wall_s'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in METHODS:
+        m = result["methods"].get(name)
+        if not m:
+            continue
+        x = [100 * f for f in m["gold_fractions"]]
+        mean, std = np.array(m["mean"], float), np.array(m["std"], float)
+        ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("gold dialogues (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{result['dataset']} {result['task']} — {result['teacher_label']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    stem = f"table1-{result['dataset']}-{result['teacher']}"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out / f"{stem}.png")
