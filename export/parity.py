@@ -31,7 +31,7 @@ from turnwise.window import WindowConfig, encode_windows, pad_batch, segments
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIALOGUES = REPO / "samples" / "dialogues.jsonl"
-MAX_PROBES = 256
+MAX_PROBES = 1024  # the project sample gives ~530 windows; all of them are used
 PROBE_BATCH = 16
 
 # Used only when neither a probe file nor the project's sample exists (an installed package):

@@ -29,7 +29,7 @@ from export.bundle import (
     write_manifest,
 )
 from export.card import render_card
-from export.errors import ExportError
+from export.errors import ExportError, ParityError
 from export.onnx_export import (
     DEFAULT_OPSET,
     GraphInfo,
@@ -54,7 +54,7 @@ from export.parity import (
     run_probes,
     torch_runner,
 )
-from export.quantize import DEFAULT_PRESET, QUANTIZATION_FILE, QuantizationPreset, get_preset, quantize_int8
+from export.quantize import DEFAULT_LADDER, QUANTIZATION_FILE, QuantizationPreset, get_preset, quantize_int8
 from trainer.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from turnwise.tasks import save_tasks
 
@@ -74,7 +74,8 @@ class ExportOptions:
     opset: int | None = None
     max_probes: int = MAX_PROBES
     tolerances: dict[str, Tolerance] = field(default_factory=default_tolerances)
-    quantization: str | QuantizationPreset = DEFAULT_PRESET
+    # Presets tried in order for int8; the first whose parity passes is shipped (all attempts recorded).
+    quantization: str | QuantizationPreset | Sequence[str | QuantizationPreset] = DEFAULT_LADDER
     # "optimized": ship the fused graph as fp32 (and quantize it); "raw": ship the traced graph.
     fp32_graph: str = "optimized"
     bench_results: Path | None = BENCH_RESULTS
@@ -206,7 +207,10 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
     missing_tol = [v for v in variants if v not in opts.tolerances]
     if missing_tol:
         raise ExportError(f"no parity tolerance for variant(s) {missing_tol}")
-    preset = get_preset(opts.quantization)
+    q = opts.quantization
+    ladder = [get_preset(p) for p in ([q] if isinstance(q, (str, QuantizationPreset)) else list(q))]
+    if not ladder:
+        raise ExportError("no quantization preset given")
     out = Path(out)
     _check_out(out)
 
@@ -231,7 +235,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
     try:
         with tempfile.TemporaryDirectory(prefix="turnwise-export-") as scratch_s:
             scratch = Path(scratch_s)
-            manifest = _build(ckpt, ckpt_dir, meta, cfg, opts, preset, variants, probes, reference, pad,
+            manifest = _build(ckpt, ckpt_dir, meta, cfg, opts, ladder, variants, probes, reference, pad,
                               scratch, staging, say)
         _swap_into_place(staging, out)
     except BaseException:
@@ -242,7 +246,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
 
 
 def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: TurnwiseOnnxConfig,
-           opts: ExportOptions, preset: QuantizationPreset, variants: list[str], probes: ProbeSet,
+           opts: ExportOptions, ladder: list[QuantizationPreset], variants: list[str], probes: ProbeSet,
            reference: dict, pad: int, scratch: Path, staging: Path, say: Progress) -> dict[str, Any]:
     arch = _architecture(ckpt)
     say(f"exporting ONNX (opset {cfg.opset})")
@@ -266,13 +270,24 @@ def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: T
         graphs["fp32"] = fp32_info.to_dict()
 
     if "int8" in variants:
-        say(f"quantizing to int8 (preset {preset.name})")
         dst = staging / VARIANT_FILES["int8"]
-        info = quantize_int8(fp32_src, dst, preset, head_outputs=list(cfg.output_names),
-                             built_from=fp32_info.source)
-        say("parity: int8")
-        parity["int8"] = _prove("int8", dst, ckpt, probes, reference, opts.tolerances["int8"], pad)
-        graphs["int8"] = {**info.to_dict(), "settings_file": QUANTIZATION_FILE}
+        attempts: list[dict[str, Any]] = []
+        for i, preset in enumerate(ladder):
+            say(f"quantizing to int8 (preset {preset.name})")
+            info = quantize_int8(fp32_src, dst, preset, head_outputs=list(cfg.output_names),
+                                 built_from=fp32_info.source,
+                                 ffn_output_shape=(arch["intermediate_size"], arch["hidden_size"]))
+            say(f"parity: int8 ({preset.name})")
+            try:
+                parity["int8"] = _prove("int8", dst, ckpt, probes, reference, opts.tolerances["int8"], pad)
+            except ParityError as err:
+                attempts.append({"preset": preset.name, "passed": False, "error": str(err)})
+                if i == len(ladder) - 1:
+                    raise
+                continue
+            attempts.append({"preset": preset.name, "passed": True})
+            graphs["int8"] = {**info.to_dict(), "settings_file": QUANTIZATION_FILE, "attempts": attempts}
+            break
 
     if "fp16" in variants:
         say("converting to fp16")

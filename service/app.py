@@ -91,8 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning(
                 "authentication is OFF: TURNWISE_API_KEYS is empty, so anyone who can reach this port can use the API"
             )
-        engine = Engine(settings, metrics)
         try:
+            engine = Engine(settings, metrics)
             await engine.start()
         except Exception as err:
             log.error("cannot serve bundle %s: %s", settings.bundle, err)

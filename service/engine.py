@@ -83,17 +83,21 @@ class CachedTokenizer:
         if add_special_tokens:  # not what the window formatter asks for: no caching
             return {"input_ids": self._tok(text, add_special_tokens=True)["input_ids"]}
         cache = self._cache
-        missing = [t for t in dict.fromkeys(text) if t not in cache]
+        found: dict[str, list[int]] = {}
+        missing = []
+        for t in dict.fromkeys(text):
+            ids = cache.get(t)
+            if ids is None:
+                missing.append(t)
+            else:
+                cache.move_to_end(t)
+                found[t] = ids
         if missing:
             for t, ids in zip(missing, self._tok(missing, add_special_tokens=False)["input_ids"], strict=True):
-                cache[t] = ids
+                found[t] = cache[t] = ids
             while len(cache) > self.maxsize:
                 cache.popitem(last=False)
-        out = []
-        for t in text:
-            cache.move_to_end(t)
-            out.append(cache[t])
-        return {"input_ids": out}
+        return {"input_ids": [found[t] for t in text]}
 
 
 def model_ref(bundle: LoadedBundle) -> dict[str, str]:

@@ -108,7 +108,6 @@ class Pipeline:
             "tokenize": tokenize_ms,
             "queue": batch_timings["queue"],
             "inference": batch_timings["inference"],
-            "batch_size": batch_timings["batch_size"],
             "total": _ms(started),
         }
         self._observe(endpoint, "scored", timings)

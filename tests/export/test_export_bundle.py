@@ -239,3 +239,39 @@ def test_real_minilm_export_passes_parity(tmp_path: Path, sample_schema: TaskSch
     assert all(rec["passed"] for rec in m["parity"].values())
     assert m["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert m["graphs"]["fp32"]["settings"]["fused"]["Attention"] == 6
+
+
+def test_ffn_output_preset_keeps_those_matmuls_float(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    m = export_bundle(tiny_checkpoint, tmp_path / "b",
+                      ExportOptions(variants=("int8",), quantization="avx512_vnni_ffn_out_fp32", bench_results=None,
+                                    max_probes=64)).manifest
+    layers, n_tasks = m["architecture"]["num_layers"], len(m["tasks"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "b" / "model.int8.onnx")).graph.node]
+    assert ops.count("QAttention") == layers
+    assert ops.count("MatMulInteger") == 2 * layers  # attention output + FFN input
+    assert ops.count("MatMul") == n_tasks + layers  # heads + FFN output projections
+    assert m["graphs"]["int8"]["attempts"] == [{"preset": "avx512_vnni_ffn_out_fp32", "passed": True}]
+
+
+def test_int8_falls_back_along_the_preset_ladder(tiny_checkpoint: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.pipeline as pipeline
+
+    real_prove = pipeline._prove
+    calls: list[str] = []
+
+    def prove(variant, path, *args):
+        calls.append(variant)
+        if variant == "int8" and calls.count("int8") == 1:
+            raise ParityError("int8", "logits_act", "label_agreement", 0.97, 0.99)
+        return real_prove(variant, path, *args)
+
+    monkeypatch.setattr(pipeline, "_prove", prove)
+    out = tmp_path / "b"
+    m = export_bundle(tiny_checkpoint, out, ExportOptions(variants=("fp32", "int8"), bench_results=None,
+                                                          max_probes=64)).manifest
+    attempts = m["graphs"]["int8"]["attempts"]
+    assert [a["preset"] for a in attempts] == ["avx512_vnni", "avx512_vnni_ffn_out_fp32"]
+    assert [a["passed"] for a in attempts] == [False, True] and "logits_act" in attempts[0]["error"]
+    q = json.loads((out / "quantization.json").read_text(encoding="utf-8"))
+    assert q["preset"]["name"] == "avx512_vnni_ffn_out_fp32" and m["parity"]["int8"]["passed"]

@@ -223,6 +223,7 @@ class LLMTeacher:
                 plans.append(RecordPlan(d, name, task.type, list(task.labels), [p.id for p, _ in active]))
                 column = 0
                 for prompt, s in active:
+                    jobs: list[tuple[int | None, list[dict[str, str]]]]
                     if prompt.unit == "dialogue":
                         jobs = [(None, render_dialogue(tp, prompt, d.turns))]
                     else:

@@ -83,10 +83,10 @@ class ScoreRecord(BaseModel):
             if len(self.votes) != n_turns:
                 raise ValueError(f"votes has {len(self.votes)} rows for {n_turns} turns")
             hi = (1 << c) if self.task_type is TaskType.multilabel else c
-            for i, row in enumerate(self.votes):
-                if len(row) != self.n_votes:
-                    raise ValueError(f"votes[{i}] has {len(row)} votes, n_votes is {self.n_votes}")
-                if any(not (v == ABSTAIN or 0 <= v < hi) for v in row):
+            for i, vrow in enumerate(self.votes):
+                if len(vrow) != self.n_votes:
+                    raise ValueError(f"votes[{i}] has {len(vrow)} votes, n_votes is {self.n_votes}")
+                if any(not (v == ABSTAIN or 0 <= v < hi) for v in vrow):
                     raise ValueError(f"votes[{i}] has a vote outside -1..{hi - 1}")
         return self
 

@@ -29,6 +29,7 @@ the other dialogues (only the solved q does).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.teachers.scores import ABSTAIN, ProgressFn, ScoreRecord, make_record
+from trainer.teachers.scores import ABSTAIN, ProgressFn, ScoreRecord, make_record, scores_from_votes
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
@@ -73,7 +74,8 @@ class NoiseConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown noise parameter(s) {unknown} (known: {sorted(known)})")
-        return cls(**{k: (None if v is None else float(v)) for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: (None if v is None else float(v)) for k, v in d.items()}
+        return cls(**kwargs)
 
 
 def _rng(*parts: Any) -> np.random.Generator:
@@ -173,10 +175,14 @@ class SimulatedTeacher:
         votes[~dr.has_gold] = ABSTAIN
         return votes.astype(np.int64)
 
+    def _votes(self, dr: _Draws, name: str, c: int, multilabel: bool, x: float) -> np.ndarray:
+        """Votes for x = logit(q)."""
+        if multilabel:
+            return self._votes_multi(dr, c, x)
+        return self._votes_single(dr, name, c, float(1.0 / (1.0 + np.exp(-x))))
+
     @staticmethod
     def _accuracy(votes: np.ndarray, dr: _Draws, c: int, multilabel: bool) -> float:
-        from trainer.teachers.scores import scores_from_votes
-
         m = dr.has_gold
         s, abst = scores_from_votes(votes[m], c, multilabel)
         ok = abst < votes.shape[1]
@@ -219,15 +225,9 @@ class SimulatedTeacher:
             c = task.num_labels
             multilabel = task.type is TaskType.multilabel
             dr = self._draws(dialogues, name, task, samples)
-            if multilabel:
-                def vote_fn(x: float, dr: _Draws = dr, c: int = c) -> np.ndarray:
-                    return self._votes_multi(dr, c, x)
-                lo, hi = -10.0, 10.0
-            else:
-                def vote_fn(x: float, dr: _Draws = dr, c: int = c, name: str = name) -> np.ndarray:
-                    return self._votes_single(dr, name, c, 1.0 / (1.0 + np.exp(-x)))  # x = logit(q)
-                lo, hi = -12.0, 12.0
-            acc_fn = lambda v, dr=dr, c=c, ml=multilabel: self._accuracy(v, dr, c, ml)  # noqa: E731
+            vote_fn = functools.partial(self._votes, dr, name, c, multilabel)
+            acc_fn = functools.partial(self._accuracy, dr=dr, c=c, multilabel=multilabel)
+            lo, hi = -12.0, 12.0  # logit(q): q from 6e-6 to 1 - 6e-6
             if self.noise.q is not None:
                 x = float(np.log(self.noise.q / (1 - self.noise.q)))
                 acc = acc_fn(vote_fn(x))

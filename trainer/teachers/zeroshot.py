@@ -231,6 +231,7 @@ def bank_centring(dmat: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 class ZeroshotTeacher:
     kind = "zeroshot"
+    CHUNK = 2048  # texts encoded between two cache writes
 
     def __init__(self, bank: PromptBank, config: ZeroshotConfig | None = None, cache_path: str | Path | None = None,
                  backbone: str = "minilm", encoder: Encoder | None = None):
@@ -248,11 +249,14 @@ class ZeroshotTeacher:
         self.stats["texts_from_cache"] += len(have)
         if progress is not None:
             progress(len(have), total=len(uniq))
-        if missing:
-            vecs = self.encoder.encode(missing, progress)
-            self.cache.store(missing, vecs)
-            self.stats["texts_encoded"] += len(missing)
-            have.update(zip(missing, vecs, strict=True))
+        # Length-sorted chunks, each stored as soon as it is encoded: an interrupted run keeps its work.
+        missing.sort(key=len)
+        for s in range(0, len(missing), self.CHUNK):
+            chunk = missing[s : s + self.CHUNK]
+            vecs = self.encoder.encode(chunk, progress)
+            self.cache.store(chunk, vecs)
+            self.stats["texts_encoded"] += len(chunk)
+            have.update(zip(chunk, vecs, strict=True))
         return have
 
     def _texts(self, d: Dialogue) -> tuple[list[str], list[str]]:

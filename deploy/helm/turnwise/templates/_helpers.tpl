@@ -324,7 +324,7 @@ takes over once and versions the sidecar publishes later are not rolled back by 
         tmp=".$VERSION.$HOSTNAME"
         rm -rf "$DEST/$tmp" && mkdir -p "$DEST/$tmp"
         cp -R "$SRC/." "$DEST/$tmp/"
-        ln -s "$tmp" "$DEST/$VERSION" 2>/dev/null || rm -rf "$DEST/$tmp"
+        ln -sn "$tmp" "$DEST/$VERSION" 2>/dev/null || rm -rf "$DEST/$tmp"
       fi
       if [ ! -e "$DEST/$LINK" ] || [ "$(cat "$DEST/.seeded-$LINK" 2>/dev/null || true)" != "$VERSION" ]; then
         ln -sfn "$VERSION" "$DEST/$LINK"

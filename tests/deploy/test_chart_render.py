@@ -1,0 +1,439 @@
+"""What the rendered chart must say: probes, hardening, resources, where settings and secrets come
+from, GPU scheduling, scaling objects, the ServiceMonitor and dashboard toggles, the sidecar topologies,
+and the refusals for combinations that would deploy something broken."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from export.providers import TRT_CACHE_ENV
+from service.config import Settings
+
+from .chart import CHART, RELEASE, Renderer, by_kind, container, env_of, one, pod_spec
+
+FULL = f"{RELEASE}-turnwise"
+ALL_SETS = ["default", "external-redis", "external-redis-url", "gpu", "autoscaling-off", "sidecar",
+            "sidecar-deployment", "bundle-image"]
+
+
+def render(chart: Renderer, value_set: str, **values: object) -> list[dict]:
+    presets = () if value_set == "default" else (value_set,)
+    return chart.template(*presets, values=values or None)
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return by_kind(docs, "Deployment") + by_kind(docs, "Pod")
+
+
+def config_map(docs: list[dict]) -> dict[str, str]:
+    return one(docs, "ConfigMap", FULL)["data"]
+
+
+# --------------------------------------------------------------------------------------------- probes
+
+
+def test_probes_cover_model_load_liveness_and_readiness(chart: Renderer) -> None:
+    c = container(chart.template(), "turnwise")
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    startup = c["startupProbe"]
+    # The port opens only after the bundle is loaded: the startup probe is the model-load budget.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert c["command"] == ["turnwise", "serve"]
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+
+
+def test_gpu_startup_budget_allows_tensorrt_engine_builds(chart: Renderer) -> None:
+    startup = container(chart.template("gpu"), "turnwise")["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
+
+
+def test_drain_fits_in_the_termination_grace_period(chart: Renderer) -> None:
+    docs = chart.template()
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    grace = int(config_map(docs)["TURNWISE_SHUTDOWN_GRACE_S"])
+    assert spec["terminationGracePeriodSeconds"] > grace + 5
+
+
+# -------------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("value_set", ALL_SETS)
+def test_every_container_is_hardened_and_bounded(chart: Renderer, value_set: str) -> None:
+    docs = render(chart, value_set)
+    for wl in workloads(docs):
+        spec = pod_spec(wl)
+        where = wl["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            sc = c["securityContext"]
+            where = f"{wl['metadata']['name']}/{c['name']}"
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["privileged"] is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            res = c["resources"]
+            assert {"cpu", "memory"} <= set(res["requests"]), where
+            assert "memory" in res["limits"], where
+            assert ":latest" not in c["image"] and (":" in c["image"] or "@" in c["image"]), where
+        if wl["kind"] == "Deployment":
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert volumes["tmp"]["emptyDir"]["sizeLimit"], where
+            for c in spec["containers"]:
+                assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], f"{where}/{c['name']}"
+
+
+def test_service_mounts_the_bundle_read_only(chart: Renderer) -> None:
+    mounts = {m["name"]: m for m in container(chart.template(), "turnwise")["volumeMounts"]}
+    assert mounts["bundle"] == {"name": "bundle", "mountPath": "/models", "readOnly": True}
+
+
+# ------------------------------------------------------------------------------ settings & secrets
+
+
+@pytest.mark.parametrize("value_set", ALL_SETS)
+def test_configmap_keys_are_service_settings(chart: Renderer, value_set: str) -> None:
+    """Every TURNWISE_* the chart sets is a field of service.config.Settings (a typo would be ignored
+    silently by pydantic-settings' extra="ignore"), or the TensorRT cache variable export reads."""
+    docs = render(chart, value_set)
+    known = {f"TURNWISE_{name.upper()}" for name in Settings.model_fields} | {TRT_CACHE_ENV}
+    keys = set(config_map(docs))
+    for wl in by_kind(docs, "Deployment"):
+        for c in pod_spec(wl)["containers"]:
+            keys |= {k for k in env_of(c) if k.startswith("TURNWISE_")}
+    assert keys <= known, f"not service settings: {sorted(keys - known)}"
+
+
+def test_configmap_carries_the_issue_settings(chart: Renderer) -> None:
+    data = config_map(chart.template())
+    required = {"BUNDLE", "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_QUEUE", "LATENCY_BUDGET_MS", "MAX_TEXT_CHARS",
+                "WINDOW_TTL_S", "VARIANT", "PROVIDERS", "LOG_TEXT", "KEY_PREFIX", "HOST", "PORT"}
+    assert {f"TURNWISE_{k}" for k in required} <= set(data)
+    assert data["TURNWISE_BUNDLE"] == "/models/current"
+    assert data["TURNWISE_HOST"] == "0.0.0.0"
+    assert data["TURNWISE_LOG_TEXT"] == "false"
+    assert data["TURNWISE_KEY_PREFIX"] == "tw:"
+    # The values parse as the service parses them.
+    settings = Settings.model_validate({k.removeprefix("TURNWISE_").lower(): v for k, v in data.items()})
+    assert settings.max_batch_size == 32 and settings.log_text is False and str(settings.bundle) == "/models/current"
+
+
+def test_config_values_flow_through_and_null_unsets(chart: Renderer) -> None:
+    data = config_map(chart.template(values={"config": {"maxQueue": 64, "intraOpThreads": None,
+                                                        "maxBodyBytes": 100000}}))
+    assert data["TURNWISE_MAX_QUEUE"] == "64"
+    assert "TURNWISE_INTRA_OP_THREADS" not in data
+    assert data["TURNWISE_MAX_BODY_BYTES"] == "100000"
+
+
+def test_default_redis_is_the_subchart_with_password_from_its_secret(chart: Renderer) -> None:
+    docs = chart.template()
+    data = config_map(docs)
+    assert "TURNWISE_REDIS_URL" not in data  # it carries a password reference: pod env, not ConfigMap
+    env = container(docs, "turnwise")["env"]
+    names = [e["name"] for e in env]
+    pw = env[names.index("REDIS_PASSWORD")]
+    url = env[names.index("TURNWISE_REDIS_URL")]
+    assert names.index("REDIS_PASSWORD") < names.index("TURNWISE_REDIS_URL")  # $(VAR) needs it defined first
+    assert pw["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-redis", "key": "redis-password"}
+    assert url["value"] == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis-master:6379/0"
+    assert not by_kind(docs, "Secret")  # no API keys configured: nothing for the chart's own Secret
+
+
+def test_redis_subchart_names_follow_bitnami_rules(chart: Renderer) -> None:
+    """bitnami's fullname drops the chart name when the release name contains it."""
+    docs = chart.template(release="redis-prod")
+    env = env_of(container(docs, "turnwise", deployment="redis-prod-turnwise"))
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-prod"
+    assert env["TURNWISE_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis-prod-master:6379/0"
+    docs = chart.template(values={"redis": {"auth": {"existingSecret": "shared-redis",
+                                                     "existingSecretPasswordKey": "pw"}}})
+    ref = env_of(container(docs, "turnwise"))["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "shared-redis", "key": "pw"}
+    docs = chart.template(values={"redis": {"auth": {"enabled": False}}})
+    assert config_map(docs)["TURNWISE_REDIS_URL"] == f"redis://{RELEASE}-redis-master:6379/0"
+    assert "REDIS_PASSWORD" not in env_of(container(docs, "turnwise"))
+
+
+def test_external_redis_with_existing_secrets(chart: Renderer) -> None:
+    docs = chart.template("external-redis")
+    env = env_of(container(docs, "turnwise"))
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "turnwise-redis", "key": "password"}
+    assert env["TURNWISE_REDIS_URL"]["value"] == "rediss://:$(REDIS_PASSWORD)@redis.data.svc.cluster.local:6380/2"
+    assert env["TURNWISE_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "turnwise-api-keys", "key": "keys"}
+    assert not by_kind(docs, "Secret")
+    assert not [d for d in docs if "redis" in d["metadata"]["name"]]
+
+
+def test_external_redis_password_in_values_goes_to_the_chart_secret(chart: Renderer) -> None:
+    docs = chart.template(values={"redis": {"enabled": False},
+                                  "externalRedis": {"host": "r.example", "username": "tw", "password": "s3cret"}})
+    secret = one(docs, "Secret", FULL)
+    assert base64.b64decode(secret["data"]["redis-password"]).decode() == "s3cret"
+    env = env_of(container(docs, "turnwise"))
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": FULL, "key": "redis-password"}
+    assert env["TURNWISE_REDIS_URL"]["value"] == "redis://tw:$(REDIS_PASSWORD)@r.example:6379/0"
+    assert "s3cret" not in json.dumps([d for d in docs if d["kind"] != "Secret"])
+
+
+def test_external_redis_url_and_inline_api_keys(chart: Renderer) -> None:
+    docs = chart.template("external-redis-url")
+    assert config_map(docs)["TURNWISE_REDIS_URL"] == "redis://redis-master.data.svc.cluster.local:6379/0"
+    env = env_of(container(docs, "turnwise"))
+    assert "REDIS_PASSWORD" not in env
+    assert env["TURNWISE_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": FULL, "key": "api-keys"}
+    secret = one(docs, "Secret", FULL)
+    assert base64.b64decode(secret["data"]["api-keys"]).decode() == "key-for-ci-a,key-for-ci-b"
+    assert "key-for-ci" not in json.dumps([d for d in docs if d["kind"] != "Secret"])
+
+
+def test_settings_changes_roll_the_pods(chart: Renderer) -> None:
+    def checksums(docs: list[dict]) -> dict[str, str]:
+        ann = one(docs, "Deployment", FULL)["spec"]["template"]["metadata"]["annotations"]
+        return {k: v for k, v in ann.items() if k.startswith("checksum/")}
+
+    base = checksums(chart.template())
+    assert checksums(chart.template(values={"config": {"maxQueue": 64}}))["checksum/config"] != base["checksum/config"]
+    assert checksums(chart.template(values={"auth": {"apiKeys": ["k"]}}))["checksum/secret"] != base["checksum/secret"]
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+
+
+def test_gpu_values(chart: Renderer) -> None:
+    docs = chart.template("gpu")
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    c = container(docs, "turnwise")
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["runtimeClassName"] == "nvidia"
+    data = config_map(docs)
+    assert data["TURNWISE_VARIANT"] == "fp16"
+    assert data["TURNWISE_PROVIDERS"] == "tensorrt"
+    cache_dir = data[TRT_CACHE_ENV]
+    assert {"name": "tensorrt-cache", "mountPath": cache_dir} in c["volumeMounts"]
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["tensorrt-cache"]
+    # CPU utilisation says little about a GPU replica: the preset scales on queue depth only.
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods"]
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "turnwise_queue_depth"
+
+
+def test_gpu_cache_on_a_claim_and_user_scheduling_merged(chart: Renderer) -> None:
+    docs = chart.template("gpu", values={"gpu": {"tensorrtCache": {"existingClaim": "trt-a100"}},
+                                         "nodeSelector": {"pool": "inference"},
+                                         "tolerations": [{"key": "dedicated", "operator": "Exists"}]})
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    assert {v["name"]: v for v in spec["volumes"]}["tensorrt-cache"] == {
+        "name": "tensorrt-cache", "persistentVolumeClaim": {"claimName": "trt-a100"}}
+    assert spec["nodeSelector"] == {"pool": "inference", "nvidia.com/gpu.present": "true"}
+    assert [t["key"] for t in spec["tolerations"]] == ["dedicated", "nvidia.com/gpu"]
+
+
+def test_no_gpu_by_default(chart: Renderer) -> None:
+    docs = chart.template()
+    assert "nvidia.com/gpu" not in json.dumps(docs)
+    assert TRT_CACHE_ENV not in config_map(docs)
+    assert config_map(docs)["TURNWISE_PROVIDERS"] == "cpu"
+
+
+# ----------------------------------------------------------------------------- scaling & disruption
+
+
+def test_hpa_owns_replicas_by_default(chart: Renderer) -> None:
+    docs = chart.template()
+    assert "replicas" not in one(docs, "Deployment", FULL)["spec"]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULL}
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+
+
+def test_hpa_can_add_the_queue_depth_metric(chart: Renderer) -> None:
+    hpa = one(chart.template(values={"autoscaling": {"queueDepth": {"enabled": True}}}), "HorizontalPodAutoscaler")
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
+    assert hpa["spec"]["metrics"][1]["pods"]["target"] == {"type": "AverageValue", "averageValue": "8"}
+
+
+def test_autoscaling_off(chart: Renderer) -> None:
+    docs = chart.template("autoscaling-off")
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    assert one(docs, "Deployment", FULL)["spec"]["replicas"] == 3
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+
+
+def test_no_pdb_for_a_single_replica(chart: Renderer) -> None:
+    """A PDB with minAvailable 1 over one pod would block every node drain."""
+    assert not by_kind(chart.template("sidecar"), "PodDisruptionBudget")
+
+
+def test_service_routes_to_the_serving_pods(chart: Renderer) -> None:
+    docs = chart.template("sidecar-deployment")
+    svc = one(docs, "Service")
+    server = one(docs, "Deployment", FULL)
+    trainer = one(docs, "Deployment", f"{FULL}-sidecar")
+    selector = svc["spec"]["selector"]
+    assert selector.items() <= server["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= trainer["spec"]["template"]["metadata"]["labels"].items()
+    assert server["spec"]["selector"]["matchLabels"] == selector
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+
+
+# --------------------------------------------------------------------------- metrics & dashboards
+
+
+def test_servicemonitor_toggle(chart: Renderer) -> None:
+    assert not by_kind(chart.template(), "ServiceMonitor")
+    docs = chart.template(values={"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}})
+    monitor = one(docs, "ServiceMonitor")
+    svc = one(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_dashboard_configmap_toggle(chart: Renderer) -> None:
+    assert not [d for d in chart.template() if d["metadata"]["name"].endswith("-dashboard")]
+    docs = chart.template(values={"metrics": {"dashboard": {"enabled": True}}})
+    cm = one(docs, "ConfigMap", f"{FULL}-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "turnwise.json").read_text())
+    assert json.loads(cm["data"]["turnwise.json"]) == shipped
+
+
+def test_scrape_annotations_toggle(chart: Renderer) -> None:
+    ann = one(chart.template(values={"metrics": {"scrapeAnnotations": True}}), "Deployment", FULL)[
+        "spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+
+
+# ------------------------------------------------------------------------------ bundle and sidecar
+
+
+def test_bundle_from_an_image_into_an_emptydir(chart: Renderer) -> None:
+    docs = chart.template("bundle-image")
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["bundle"]
+    (init,) = spec["initContainers"]
+    assert init["image"].startswith("registry.example.com/turnwise/bundle@sha256:")
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env["DEST"] == "/models" and env["LINK"] == "current" and env["SRC"] == "/bundle"
+    assert {"name": "bundle", "mountPath": "/models"} in init["volumeMounts"]
+    assert config_map(docs)["TURNWISE_BUNDLE"] == "/models/current"
+
+
+def test_bundle_pvc_by_default_and_existing_claim(chart: Renderer) -> None:
+    docs = chart.template()
+    pvc = one(docs, "PersistentVolumeClaim")
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    volumes = {v["name"]: v for v in pod_spec(one(docs, "Deployment", FULL))["volumes"]}
+    assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    docs = chart.template(values={"bundle": {"persistence": {"existingClaim": "models"}}})
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in pod_spec(one(docs, "Deployment", FULL))["volumes"]}
+    assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == "models"
+
+
+def test_sidecar_in_the_pod(chart: Renderer) -> None:
+    docs = chart.template("sidecar")
+    assert len(by_kind(docs, "Deployment")) == 1
+    assert one(docs, "Deployment", FULL)["spec"]["replicas"] == 1
+    sidecar = container(docs, "sidecar")
+    assert sidecar["command"] == ["turnwise", "sidecar"]
+    # It writes the bundle volume the service reads (read-only) and hot-reloads from.
+    assert {"name": "bundle", "mountPath": "/models"} in sidecar["volumeMounts"]
+    assert {"name": "bundle", "mountPath": "/models", "readOnly": True} in container(docs, "turnwise")["volumeMounts"]
+    # Same Redis and key prefix (the tw:feedback stream) as the service.
+    assert sidecar["envFrom"] == container(docs, "turnwise")["envFrom"]
+    assert env_of(sidecar)["TURNWISE_REDIS_URL"] == env_of(container(docs, "turnwise"))["TURNWISE_REDIS_URL"]
+    assert config_map(docs)["TURNWISE_KEY_PREFIX"] + "feedback" == "tw:feedback"
+    # The sidecar runs the service image unless told otherwise, digest pin included.
+    digest = "sha256:" + "a" * 64
+    docs = chart.template("sidecar", values={"image": {"digest": digest}})
+    assert container(docs, "sidecar")["image"] == container(docs, "turnwise")["image"] == f"turnwise/turnwise@{digest}"
+
+
+def test_sidecar_as_one_trainer_for_a_scaled_service(chart: Renderer) -> None:
+    docs = chart.template("sidecar-deployment")
+    trainer = one(docs, "Deployment", f"{FULL}-sidecar")
+    assert trainer["spec"]["replicas"] == 1
+    assert trainer["spec"]["strategy"] == {"type": "Recreate"}
+    assert [c["name"] for c in pod_spec(trainer)["containers"]] == ["sidecar"]
+    assert [c["name"] for c in pod_spec(one(docs, "Deployment", FULL))["containers"]] == ["turnwise"]
+    pvc = one(docs, "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    for dep in by_kind(docs, "Deployment"):
+        volumes = {v["name"]: v for v in pod_spec(dep)["volumes"]}
+        assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == FULL
+
+
+# ------------------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"redis": {"enabled": False}}, "can run only one replica"),
+        ({"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 3},
+         "can run only one replica"),
+        ({"externalRedis": {"host": "r"}}, "choose one"),
+        ({"redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379/0", "password": "x"}},
+         "must not carry a password"),
+        ({"bundle": {"persistence": {"enabled": False}}}, "nothing provides the model bundle"),
+        ({"bundle": {"image": {"enabled": True}}}, "needs bundle.image.tag or bundle.image.digest"),
+        ({"sidecar": {"enabled": True}}, "each trainer would learn from its own share"),
+        ({"sidecar": {"enabled": True, "mode": "deployment"}, "bundle": {"persistence": {"enabled": False},
+                                                                         "image": {"enabled": True, "tag": "1"}}},
+         "set bundle.persistence.enabled=true"),
+        ({"sidecar": {"enabled": True, "mode": "cron"}}, "sidecar.mode must be container or deployment"),
+        ({"autoscaling": {"targetCPUUtilizationPercentage": None}}, "needs a metric"),
+        ({"terminationGracePeriodSeconds": 20}, "must exceed preStopSleepSeconds + config.shutdownGraceS"),
+    ],
+)
+def test_broken_combinations_fail_with_a_reason(chart: Renderer, values: dict, message: str) -> None:
+    assert message in chart.error(values=values)
+
+
+def test_embedded_store_is_allowed_for_one_replica(chart: Renderer) -> None:
+    docs = chart.template(values={"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
+    assert "TURNWISE_REDIS_URL" not in config_map(docs)
+    assert "TURNWISE_REDIS_URL" not in env_of(container(docs, "turnwise"))
+
+
+# ------------------------------------------------------------------------------------------- NOTES
+
+
+@pytest.mark.parametrize("value_set", ALL_SETS)
+def test_notes_render(chart: Renderer, value_set: str) -> None:
+    notes = chart.notes(*(() if value_set == "default" else (value_set,)))
+    assert f"svc/{FULL}" in notes and "TURNWISE_BUNDLE=/models/current" in notes
+
+
+def test_notes_warn_about_what_needs_attention(chart: Renderer) -> None:
+    notes = chart.notes()
+    assert "authentication is OFF" in notes
+    assert "Nothing copies a bundle into it" in notes
+    assert "authentication is OFF" not in chart.notes("external-redis")
+    assert "the startup probe allows 900 s" in chart.notes("gpu")
+    assert "Bearer $API_KEY" in chart.notes("external-redis")
+    assert "-H 'content-type: application/json' \\\n    -d '{" in notes
+    embedded = chart.notes(values={"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
+    assert "EMBEDDED" in embedded
