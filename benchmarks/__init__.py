@@ -1,0 +1,1 @@
+"""Benchmarks: each writes its results under benchmarks/results/."""

@@ -336,6 +336,30 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def window_compute(bundle: Path) -> dict[str, Any]:
+    """Tokens per served window (the sample calls, every turn) and the encoder's FLOPs for them."""
+    from export.loader import load_bundle
+    from turnwise.dialogue import read_jsonl
+    from turnwise.window import segments
+
+    loaded = load_bundle(bundle, warmup=False)
+    arch = loaded.manifest.get("architecture") or {}
+    windows = [w for d in read_jsonl(DATA) for w in segments(d.turns, loaded.window)]
+    lengths = [len(ids) for ids in loaded.encode(windows)]
+    mean = sum(lengths) / len(lengths)
+    h, inter, layers = arch.get("hidden_size", 384), arch.get("intermediate_size", 1536), arch.get("num_layers", 6)
+    # Dense layers: 2 FLOPs per weight per token (QKV + output projections, two FFN matmuls); attention: QK^T and AV.
+    dense = 2 * layers * (4 * h * h + 2 * h * inter)
+    gflop = sum(dense * n + 4 * layers * n * n * h for n in lengths) / len(lengths) / 1e9
+    return {
+        "windows": len(lengths),
+        "tokens_per_window_mean": round(mean, 1),
+        "tokens_per_window_max": max(lengths),
+        "encoder_gflop_per_window": round(gflop, 3),
+        "architecture": arch,
+    }
+
+
 def loadavg() -> list[float]:
     try:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
@@ -363,6 +387,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     ckpt, bundle = ensure_bundle(args.workdir, [args.variant])
+    compute = window_compute(bundle)
     load_before = loadavg()
     runs: dict[str, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
@@ -512,6 +537,13 @@ def main() -> None:
             "load_average_after": loadavg(),
         },
         "turnwise_stage_means_ms": extra.get("turnwise_stage_means"),
+        "compute": {
+            **compute,
+            "gflops_at_max_tps": {
+                name: round(headline(run)["max_tps_at_p99_100ms"] * compute["encoder_gflop_per_window"], 1)
+                for name, run in runs.items()
+            },
+        },
         "cpu_split": {name: cpu_split(run) for name, run in runs.items()},
         "profile": profile,
         "stages": {name: run.get("stages", []) for name, run in runs.items()},

@@ -204,7 +204,7 @@ class MicroBatcher:
         inference_ms = (finished - started) * 1000
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch))
-            self.metrics.batch_tokens.observe(len(batch) * max(len(s) for s in seqs))
+            self.metrics.batch_tokens.observe(sum(len(s) for s in seqs))
         for item, row in zip(batch, rows, strict=True):
             if not item.future.done():
                 item.future.set_result(

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="How long the batcher waits for more requests after the first one of a "
         "batch when the model is idle; while a batch runs the next one fills up anyway.",
     )
+    batch_padding_waste: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="A batch runs as several model calls over groups of similar length, each padding at most "
+        "this fraction of its tokens (on CPU padded tokens cost as much as real ones); 1 = one padded call.",
+    )
     max_queue: int = Field(
         256, ge=1, description="Requests admitted into the serving path at once; beyond it answer 429."
     )

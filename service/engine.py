@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from export.loader import BundleError, LoadedBundle, load_bundle
 from service.errors import ErrorKind, ServiceError
 from turnwise.errors import TurnwiseError
@@ -100,6 +102,29 @@ class CachedTokenizer:
         return {"input_ids": [found[t] for t in text]}
 
 
+def length_groups(lengths: Sequence[int], max_waste: float) -> list[list[int]]:
+    """Split a batch into groups of similar length (indices), so padding wastes <= ``max_waste`` of each group.
+
+    Greedy over the lengths in ascending order: a group grows while ``1 - sum(len) / (n * longest)``
+    stays within ``max_waste``. ``max_waste >= 1`` keeps the whole batch in one call.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    if max_waste >= 1 or len(order) <= 1:
+        return [order]
+    groups: list[list[int]] = []
+    group: list[int] = []
+    real = 0
+    for i in order:
+        n, longest = len(group) + 1, lengths[i]
+        if group and (real + longest) < (1 - max_waste) * n * longest:
+            groups.append(group)
+            group, real = [], 0
+        group.append(i)
+        real += lengths[i]
+    groups.append(group)
+    return groups
+
+
 def model_ref(bundle: LoadedBundle) -> dict[str, str]:
     return {"name": str(bundle.name), "version": str(bundle.version)}
 
@@ -128,7 +153,7 @@ class Engine:
             warmup=True,
             intra_op_threads=self.settings.intra_op_threads,
         )
-        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW]))
+        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW, PROBE_WINDOW[-1:]]))
         for task, probs in rows[0]["scores"].items():
             if not probs or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.values()):
                 raise ServiceError(
@@ -212,17 +237,28 @@ class Engine:
             tok = self._tokenizers[bundle] = CachedTokenizer(bundle.tokenizer)
         return encode_windows(windows, tok, bundle.window)
 
-    @staticmethod
-    def compute(bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
-        """One model call for a batch of token-id sequences -> one decoded row per sequence."""
-        logits = bundle.infer(seqs)
+    def compute(self, bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
+        """A batch of token-id sequences -> one decoded row per sequence, in input order.
+
+        The batch runs as a few model calls over length groups (see :func:`length_groups`): on CPU a
+        padded token costs as much as a real one, and windows range from one short turn to max_tokens.
+        """
+        parts = [
+            (group, bundle.infer([seqs[i] for i in group]))
+            for group in length_groups([len(s) for s in seqs], self.settings.batch_padding_waste)
+        ]
+        logits: dict[str, np.ndarray] = {}
         for task in bundle.schema.names():
-            got = logits.get(task)
-            if got is None or len(got) != len(seqs):
-                raise ServiceError(
-                    ErrorKind.model_unavailable,
-                    f"model returned {0 if got is None else len(got)} rows of '{task}' for {len(seqs)} inputs",
-                )
+            out = np.empty((len(seqs), bundle.schema[task].num_labels), dtype=np.float32)
+            for group, part in parts:
+                got = part.get(task)
+                if got is None or got.shape != (len(group), out.shape[1]):
+                    raise ServiceError(
+                        ErrorKind.model_unavailable,
+                        f"model returned {None if got is None else got.shape} for task '{task}' on {len(group)} inputs",
+                    )
+                out[group] = got
+            logits[task] = out
         return decode(bundle.schema, logits)
 
     async def infer(self, bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:

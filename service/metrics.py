@@ -73,8 +73,8 @@ class Metrics:
             PREFIX + "batch_size", "Sequences per model call.", buckets=BATCH_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
-            PREFIX + "batch_padded_tokens",
-            "Padded tokens per model call.",
+            PREFIX + "batch_tokens",
+            "Tokens per batch, before padding.",
             buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             registry=r,
         )

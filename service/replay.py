@@ -88,6 +88,16 @@ def summarize(
     }
 
 
+def _body(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code != 200 and not (isinstance(body, dict) and "error" in body):
+        return {"error": resp.text[:200] or resp.reason_phrase, "error_type": f"http_{resp.status_code}"}
+    return body
+
+
 class _Pacer:
     """Sleeps so that turns go out at ``rate`` per second (no sleeping when rate <= 0)."""
 
@@ -168,7 +178,7 @@ async def replay(
                         f"/v1/dialogues/{d.dialogue_id}/turns",
                         json={"seq": seq, "speaker": turn.speaker, "text": turn.text},
                     )
-                    record(d, seq, resp.json(), (time.perf_counter() - t0) * 1000)
+                    record(d, seq, _body(resp), (time.perf_counter() - t0) * 1000)
                 await client.delete(f"/v1/dialogues/{d.dialogue_id}")
     return summarize(
         latencies,

@@ -310,7 +310,8 @@ def _title(report: Mapping[str, Any], what: str) -> str:
     t = report.get("teacher", {})
     kind = t.get("kind", "?")
     name = "SIMULATED TEACHER" if kind == "simulated" else f"{kind} teacher"
-    return f"{what} — task '{report['task']}', {name} ({t.get('model', '')})"
+    model = str(t.get("model", "")).split(" (")[0].split("/")[-1]  # short: the title must fit the figure
+    return f"{what} — task '{report['task']}', {name} ({model})"
 
 
 def plot_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:

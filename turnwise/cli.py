@@ -215,6 +215,25 @@ def replay(
     run_replay(url, data, ws, rate, max_dialogues, api_key, source=source, split=split)
 
 
+@app.command()
+def sidecar(
+    once: Annotated[bool, typer.Option("--once", help="one cycle, print its JSON report, exit")] = False,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="served bundle symlink (or TURNWISE_BUNDLE)")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="ledger + checkpoints "
+                                                   "(default <bundle root>/.sidecar)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="checkpoint of the seed bundle")] = None,
+    heldout: Annotated[Path | None, typer.Option("--heldout", help="held-out gold dialogues JSONL")] = None,
+    min_new_labels: Annotated[int | None, typer.Option("--min-new-labels")] = None,
+) -> None:
+    """Training sidecar: feedback stream -> finetune -> publish a new bundle version if not worse.
+
+    Settings from TURNWISE_REDIS_URL, TURNWISE_KEY_PREFIX, TURNWISE_BUNDLE and TURNWISE_SIDECAR_*."""
+    from trainer.sidecar_cli import run_sidecar
+
+    raise typer.Exit(run_sidecar(once=once, bundle=bundle, state_dir=state_dir, checkpoint=checkpoint,
+                                 heldout=heldout, min_new_labels=min_new_labels))
+
+
 def main() -> None:
     try:
         app()

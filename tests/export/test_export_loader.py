@@ -89,7 +89,7 @@ def test_tampered_model_is_refused(tiny_bundle: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(ChecksumError, match="model.onnx"):
+    with pytest.raises(ChecksumError, match=r"model\.onnx"):
         load_bundle(tiny_bundle)
     # the check covers every file, not only the variant being loaded
     with pytest.raises(ChecksumError):
@@ -98,7 +98,7 @@ def test_tampered_model_is_refused(tiny_bundle: Path) -> None:
 
 def test_missing_tokenizer_file_is_refused(tiny_bundle: Path) -> None:
     (tiny_bundle / "vocab.txt").unlink()
-    with pytest.raises(BundleIncompleteError, match="vocab.txt"):
+    with pytest.raises(BundleIncompleteError, match=r"vocab\.txt"):
         load_bundle(tiny_bundle)
 
 
@@ -106,7 +106,7 @@ def test_unlisted_file_and_missing_manifest_are_refused(tiny_bundle: Path, tmp_p
     edit_manifest(tiny_bundle, lambda m: m["sha256"].pop("tokenizer.json"))
     with pytest.raises(BundleIncompleteError, match=r"tokenizer\.json"):
         load_bundle(tiny_bundle)
-    with pytest.raises(BundleIncompleteError, match="bundle.json"):
+    with pytest.raises(BundleIncompleteError, match=r"bundle\.json"):
         load_bundle(tmp_path)
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError):

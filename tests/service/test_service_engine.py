@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from svc_helpers import bundle_version
 
 from export.loader import load_bundle
 from service.config import Settings
-from service.engine import CachedTokenizer, Engine
+from service.engine import CachedTokenizer, Engine, length_groups
 from service.errors import ErrorKind, ServiceError
 from service.metrics import Metrics
 from turnwise.dialogue import read_jsonl
@@ -51,3 +52,17 @@ async def test_reload_swaps_and_a_bad_bundle_keeps_the_old_one(tiny_bundle: Path
     rows = await engine.infer(engine.current, engine.encode(engine.current, [[{"speaker": "a", "text": "hi"}]]))
     assert len(rows) == 1 and set(rows[0]["labels"]) == {"intent", "act", "sentiment"}
     engine.close()
+
+
+@pytest.mark.parametrize("max_waste", [0.0, 0.1, 0.3, 1.0])
+def test_length_groups_bound_padding(max_waste: float):
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        lengths = rng.integers(3, 129, rng.integers(1, 40)).tolist()
+        groups = length_groups(lengths, max_waste)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        for g in groups:
+            longest = max(lengths[i] for i in g)
+            assert 1 - sum(lengths[i] for i in g) / (len(g) * longest) <= max_waste + 1e-9
+        if max_waste >= 1:
+            assert len(groups) == 1

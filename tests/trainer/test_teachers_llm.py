@@ -255,3 +255,22 @@ def test_dialogue_prompt_votes_every_turn(sample_dialogues):
     votes = recs[0].votes
     assert [row[1] for row in votes] == [1] + [0] * (n - 1)  # column 1 = lines_json
     assert all(row[0] == ABSTAIN and row[2] == ABSTAIN for row in votes)
+
+
+def test_shard_caches_merge(tmp_path):
+    from trainer.teachers.cache import cache_key, merge_caches
+
+    msgs = [{"role": "user", "content": "hi"}]
+    keys = []
+    for i in range(2):
+        with ResponseCache(tmp_path / f"shard{i}.sqlite") as c:
+            k = cache_key("m", msgs, {"temperature": 0.7}, i)
+            c.put(k, model="m", endpoint=None, prompt_id="p", sample=i, content=f"answer {i}", finish_reason="stop",
+                  prompt_tokens=3, completion_tokens=1)
+            keys.append(k)
+    added = merge_caches(tmp_path / "all.sqlite", [tmp_path / "shard0.sqlite", tmp_path / "shard1.sqlite"])
+    assert added == 2
+    with ResponseCache(tmp_path / "all.sqlite") as merged:
+        got = merged.get_many(keys)
+    assert [got[k].content for k in keys] == ["answer 0", "answer 1"]
+    assert merge_caches(tmp_path / "all.sqlite", [tmp_path / "shard0.sqlite"]) == 0

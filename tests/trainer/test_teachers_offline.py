@@ -149,9 +149,28 @@ def test_run_label_simulated_summary_and_plan(tmp_path, samples_dir):
 # zeroshot (the real bundled MiniLM: local, loads in about a second)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def encoder_cache_in_tmp(tmp_path_factory):
+    # the exported ONNX encoder goes to a temporary folder, not the user's ~/.cache
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TURNWISE_CACHE_DIR", str(tmp_path_factory.mktemp("encoders")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def emb_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("zeroshot") / "emb.sqlite"
+
+
+@pytest.mark.slow  # exports the encoder to ONNX (a few seconds)
+def test_onnx_encoder_matches_pytorch():
+    from trainer.teachers.zeroshot import Encoder
+
+    enc = Encoder.shared(backend="auto")
+    assert enc.backend == "onnx"
+    texts = ["Could you help me with my homework?", "[usr] my card was charged twice [sys] which card ?", "ok ."]
+    np.testing.assert_allclose(enc.encode(texts), enc._encode_torch(texts), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(enc.encode(texts), axis=1), 1.0, atol=1e-5)
 
 
 def test_zeroshot_on_the_sample(emb_cache, samples_dir):
@@ -162,7 +181,8 @@ def test_zeroshot_on_the_sample(emb_cache, samples_dir):
     schema = parse_tasks({"tasks": {"act": {"type": "multiclass", "labels": ACT},
                                     "intent": {"type": "binary", "labels": ["no_intent", "has_intent"]}}})
     cache = emb_cache
-    t = ZeroshotTeacher(PromptBank.load(), ZeroshotConfig(seed=0), cache_path=cache)
+    # PyTorch backend here: the ONNX export is exercised by the slow test above
+    t = ZeroshotTeacher(PromptBank.load(), ZeroshotConfig(seed=0, backend="torch"), cache_path=cache)
     recs = t.label(ds, schema, 12)
     assert t.stats["texts_encoded"] > 0
     assert len(recs) == 2 * len(ds)
@@ -172,12 +192,13 @@ def test_zeroshot_on_the_sample(emb_cache, samples_dir):
         np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
         assert r.teacher.kind == "zeroshot" and r.abstentions == [0] * r.num_turns
     # deterministic, independent of the other dialogues, and cached
-    t2 = ZeroshotTeacher(PromptBank.load(), ZeroshotConfig(seed=0), cache_path=cache)
+    t2 = ZeroshotTeacher(PromptBank.load(), ZeroshotConfig(seed=0, backend="torch"), cache_path=cache)
     alone = t2.label(ds[2:3], schema, 12)
     assert t2.stats["texts_encoded"] == 0
     by = {(r.dialogue_id, r.task): r for r in recs}
     assert all(by[(r.dialogue_id, r.task)].votes == r.votes for r in alone)
-    other = ZeroshotTeacher(PromptBank.load(), ZeroshotConfig(seed=1), cache_path=cache).label(ds[2:3], schema, 12)
+    cfg1 = ZeroshotConfig(seed=1, backend="torch")
+    other = ZeroshotTeacher(PromptBank.load(), cfg1, cache_path=cache).label(ds[2:3], schema, 12)
     assert any(a.votes != b.votes for a, b in zip(alone, other, strict=True))
     # a real signal, not noise: the ensemble beats chance on the sample's acts
     acc = gold_accuracy(ds, recs, schema)["act"]["accuracy"]
@@ -192,7 +213,7 @@ def test_zeroshot_temperature_controls_the_spread(emb_cache, samples_dir):
     schema = parse_tasks({"tasks": {"act": {"type": "multiclass", "labels": ACT}}})
 
     def mean_max(temp: float) -> float:
-        cfg = ZeroshotConfig(temperature=temp)
+        cfg = ZeroshotConfig(temperature=temp, backend="torch")
         recs = ZeroshotTeacher(PromptBank.load(), cfg, cache_path=emb_cache).label(ds, schema, 30)
         return float(np.mean([r.array().max(axis=1).mean() for r in recs]))
 

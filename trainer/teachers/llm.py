@@ -269,7 +269,7 @@ class LLMTeacher:
         out: dict[str, Any] = {
             "teacher": "llm", "model": self.cfg.model, "endpoint": self.cfg.endpoint,
             "dialogues": len({p.dialogue.dialogue_id for p in plans}), "records": len(plans),
-            "turns": sum(len(p.dialogue.turns) for p in plans),
+            "turns": sum(len(d.turns) for d in {p.dialogue.dialogue_id: p.dialogue for p in plans}.values()),
             "samples_per_turn": samples, "distinct_prompts": len(units), "samples_total": total,
             "samples_cached": total - to_fetch, "samples_to_fetch": to_fetch,
             "calls_if_n_supported": calls_n, "calls_if_n_unsupported": calls_seed,
@@ -293,6 +293,7 @@ class LLMTeacher:
     def label(self, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int,
               progress: ProgressFn | None = None) -> list[ScoreRecord]:
         plans, units = self.build(dialogues, schema, samples)
+        self.usage = Usage()  # per run: summary() reports this run only
         answers: dict[str, CachedAnswer] = self.cache.get_many(k for u in units for k in u.keys) if self.cache else {}
         self.usage.samples_cached = sum(1 for u in units for k in u.keys if k in answers)
         for a in answers.values():
