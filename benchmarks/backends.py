@@ -371,7 +371,7 @@ def worker(name: str, work: Path) -> None:
             timings.append({"batch": batch, "seq": seq, **stats})
             for i, o in enumerate(out):
                 outputs[f"{batch}x{seq}:{i}"] = np.asarray(o, dtype=np.float32)
-    np.savez(work / f"out-{name}.npz", **outputs)
+    np.savez(work / f"out-{name}.npz", **outputs)  # type: ignore[arg-type]  # numpy stubs: keys vs allow_pickle
     (work / f"timings-{name}.json").write_text(json.dumps(timings), encoding="utf-8")
 
 

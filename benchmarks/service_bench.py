@@ -534,6 +534,7 @@ def main() -> None:
             "naive": "FastAPI, same checkpoint as a PyTorch fp32 forward on the event loop (one request at a time, "
             "no batching), same Redis window, same window formatter and tokenizer",
             "load_average_before": load_before,
+            "niceness": os.nice(0),
             "load_average_after": loadavg(),
         },
         "turnwise_stage_means_ms": extra.get("turnwise_stage_means"),

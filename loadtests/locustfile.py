@@ -98,13 +98,19 @@ def _test_start(**_: Any) -> None:
     STATE["started"] = time.time()
 
 
+def options(environment: Environment) -> Any:
+    """The parsed command line (always there when locust runs this file)."""
+    assert environment.parsed_options is not None
+    return environment.parsed_options
+
+
 def speech_pause(environment: Environment) -> float:
-    opts = environment.parsed_options
+    opts = options(environment)
     return random.uniform(opts.turn_pause_min, max(opts.turn_pause_min, opts.turn_pause_max))
 
 
 def auth_headers(environment: Environment) -> dict[str, str]:
-    key = environment.parsed_options.api_key
+    key = options(environment).api_key
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
@@ -148,7 +154,7 @@ class WebSocketCall(User):
     def _start_call(self) -> bool:
         self.calls += 1
         self.call = STATE["book"].new_call(self.tag, self.calls)
-        url = self.host.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/v1/stream"
+        url = str(self.host).replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/v1/stream"
         header = [f"{k}: {v}" for k, v in auth_headers(self.environment).items()]
 
         def connect(_: Any) -> str:
@@ -171,7 +177,8 @@ class WebSocketCall(User):
     def _timed(self, name: str, exchange: Callable[[Any], str], check: Callable[[Any], str | None] | None) -> bool:
         """Run one exchange on the socket, time it and report it as a locust request of type WS."""
         start = time.perf_counter()
-        length, exc = 0, None
+        length = 0
+        exc: Exception | None = None
         try:
             raw = exchange(self.ws)
             length = len(raw)
@@ -256,7 +263,7 @@ class RampShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None
-        opts = self.runner.environment.parsed_options
+        opts = options(self.runner.environment)
         stages = ramp_stages(opts.peak_users, opts.ramp_s, opts.hold_s, opts.ramp_steps)
         stage = stage_at(stages, self.get_run_time())
         return None if stage is None else (stage.users, stage.spawn_rate)

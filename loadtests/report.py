@@ -116,3 +116,32 @@ def plot_latency(series: dict[str, list[tuple[float, float | None]]], out: Path,
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def server_side(metrics_text: str) -> dict[str, Any]:
+    """Mean time per serving stage, mean end-to-end time per endpoint and mean batch size, from the
+    service's ``/metrics`` after the run (the server's view of where a turn's time went)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    counts: dict[tuple[str, str], float] = defaultdict(float)
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            label = sample.labels.get("stage") or sample.labels.get("endpoint") or ""
+            if sample.name.endswith("_sum"):
+                sums[(sample.name[:-4], label)] += sample.value
+            elif sample.name.endswith("_count"):
+                counts[(sample.name[:-6], label)] += sample.value
+
+    def means(metric: str, scale: float) -> dict[str, float]:
+        return {label: round(sums[(m, label)] / n * scale, 3)
+                for (m, label), n in counts.items() if m == metric and n > 0}
+
+    batch = means("turnwise_batch_size", 1.0)
+    return {
+        "stage_mean_ms": means("turnwise_stage_seconds", 1000.0),
+        "request_mean_ms": means("turnwise_request_seconds", 1000.0),
+        "mean_batch_size": next(iter(batch.values()), None),
+        "model_calls": counts.get(("turnwise_batch_size", ""), 0.0),
+    }
+

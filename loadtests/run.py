@@ -21,11 +21,12 @@ import platform
 import subprocess
 import sys
 import time
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from loadtests.report import peak_rate, plot_latency, read_history, turn_series
+from loadtests.report import peak_rate, plot_latency, read_history, server_side, turn_series
 from loadtests.stack import ROOT, build_bundle, redis_server, service
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -112,6 +113,10 @@ def finish(args: argparse.Namespace, prefix: Path, summary_path: Path, rc: int,
         print(f"turn latency ms: p50 {t['p50_ms']:.0f}  p95 {t['p95_ms']:.0f}  p99 {t['p99_ms']:.0f}  "
               f"max {t['max_ms']:.0f}")
     print(f"requests: {r['requests']}  failures: {r['failures']} (ratio {r['error_ratio']:.4f})")
+    server = stack.get("server", {})
+    if server.get("stage_mean_ms"):
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in sorted(server["stage_mean_ms"].items()))
+        print(f"server-side mean ms per stage: {stages}  (mean batch size {server.get('mean_batch_size')})")
     slo = summary["slo"]
     print("SLO gate: " + ("passed" if slo["passed"] else "FAILED: " + "; ".join(slo["breaches"])))
     print(f"results: {summary_path.parent}/{prefix.name}_*")
@@ -143,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         rc = run_locust(args, host, prefix, summary_path, logs / "locust.log")
         stack["wall_s"] = round(time.time() - started, 1)
+        try:
+            with urllib.request.urlopen(f"{host}/metrics", timeout=10) as r:
+                stack["server"] = server_side(r.read().decode())
+        except (OSError, ValueError) as err:  # metrics are context; their absence must not fail the run
+            stack["server"] = {"error": f"{type(err).__name__}: {err}"}
     stack["machine"]["loadavg_after"] = os.getloadavg()
     finish(args, prefix, summary_path, rc, stack)
     return rc

@@ -32,9 +32,9 @@ $TW train --data "$OUT/train.jsonl" --val "$OUT/val.jsonl" --tasks samples/tasks
 echo "== 3/6 evaluate on 8 held-out calls"
 $TW evaluate --model "$OUT/checkpoint" --data "$OUT/test.jsonl" --out "$OUT/eval.json"
 
-echo "== 4/6 export: ONNX fp32 + int8 with parity proof"
+echo "== 4/6 export: ONNX fp32 with parity proof (int8 needs a model trained longer than the demo to keep 99% label agreement)"
 rm -rf "$OUT/bundle"
-$TW export --checkpoint "$OUT/checkpoint" --out "$OUT/bundle" --variants fp32,int8 --name turnwise-demo
+$TW export --checkpoint "$OUT/checkpoint" --out "$OUT/bundle" --variants fp32 --name turnwise-demo
 
 echo "== 5/6 serve on 127.0.0.1:$PORT (embedded window store)"
 TURNWISE_BUNDLE="$OUT/bundle" $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/serve.log" 2>&1 &

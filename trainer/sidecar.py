@@ -30,6 +30,15 @@ exists, the ``source_checkpoint.path`` recorded in the bundle's ``bundle.json``.
 defaults to ``<bundle root>/.sidecar`` -- on the bundle volume, so the ledger and checkpoints survive
 restarts.
 
+**Training.** An attempt starts once ``min_new_labels`` joined labels arrived since the last attempt
+(and ``cooldown_s`` passed). It finetunes the serving checkpoint (``objective="none"``, small
+learning rates, ``epochs``/``max_steps``) on every joined training label so far (the latest label per
+turn and task wins; the newest ``max_train_examples``), one dialogue per labelled turn holding its
+stored window. Held-out set: the ``heldout`` JSONL of gold dialogues if given, else the feedback of
+a deterministic ``heldout_fraction`` of calls (by a hash of ``dialogue_id``, so a call never feeds
+both sides); it is never trained on. A finetune runs on a worker thread; SIGTERM abandons it at
+the next step and nothing is published; half-written candidates are removed at the next start.
+
 **Publishing.** The candidate is exported next to the versions (same filesystem), evaluated, then
 ``rename(.candidate-<v>, <root>/<v>)`` and the ``current`` symlink is swapped by renaming a fresh
 relative symlink over it: a reader sees the old or the new version, never neither. The service's
@@ -50,9 +59,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from pydantic import Field
@@ -67,8 +76,9 @@ log = logging.getLogger("turnwise.sidecar")
 
 MANIFEST = "bundle.json"
 CKPT_META = "turnwise.json"
+# Ledger statuses: joined, or why a record was skipped (window_missing, turn_trimmed, turn_missing,
+# invalid: an entry without dialogue_id/seq/task, deleted: trimmed out of the stream while pending).
 JOINED = "joined"
-SKIP_STATUSES = ("window_missing", "turn_trimmed", "turn_missing", "invalid", "deleted")
 
 
 class SidecarError(TurnwiseError):
@@ -96,6 +106,9 @@ class SidecarSettings(BaseSettings):
 
     # --- consuming -------------------------------------------------------------------------------
     state_dir: Path | None = Field(None, description="Ledger + checkpoints (default <bundle root>/.sidecar).")
+    work_dir: Path | None = Field(
+        None, description="Scratch space for a finetune (the chart's /scratch); default <state_dir>/work."
+    )
     group: str = Field("turnwise-trainer", description="Consumer group on the feedback stream.")
     consumer: str = Field("trainer", description="Consumer name (one trainer per release: keep it fixed).")
     batch: int = Field(200, ge=1, description="Stream entries read per XREADGROUP.")
@@ -120,7 +133,7 @@ class SidecarSettings(BaseSettings):
     lr: float = Field(2e-5, gt=0, description="Encoder learning rate.")
     head_lr: float = Field(1e-4, gt=0, description="Head learning rate (the heads are trained already).")
     max_steps: int | None = Field(500, ge=1, description="Cap on finetuning steps per attempt.")
-    precision: str = Field("auto", description="auto|fp32|bf16, as in turnwise train.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="As in turnwise train.")
     seed: int = 0
     variants: str = Field("", description="Variants to export (comma-separated); empty = the serving bundle's.")
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept besides the serving one.")
@@ -470,7 +483,6 @@ class CycleReport:
     ledger: dict[str, int]
     attempt: AttemptReport | None = None
     serving_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -500,6 +512,16 @@ class Sidecar:
                                          claim_idle_ms=int(settings.claim_idle_s * 1000))
         self.stop_event = threading.Event()
         self._started = False
+        self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        """Remove what a killed attempt left half-done: candidates, export staging, partial checkpoints."""
+        leftovers = ((self.root, ".candidate-*"), (self.root, ".*.partial-*"), (self.ckpt_root, ".partial-*"))
+        for where, pattern in leftovers:
+            for path in where.glob(pattern):
+                if path.is_dir() and not path.is_symlink():
+                    log.info("removing leftover %s", path)
+                    shutil.rmtree(path, ignore_errors=True)
 
     # --- loop --------------------------------------------------------------------------------------
     def start(self) -> int:
@@ -675,7 +697,9 @@ class Sidecar:
         parent_meta = read_meta(parent)
         partial = out.with_name(f".partial-{out.name}")
         shutil.rmtree(partial, ignore_errors=True)
-        with tempfile.TemporaryDirectory(prefix="backbone-", dir=self.state_dir) as tmp:
+        work = Path(s.work_dir) if s.work_dir else self.state_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="backbone-", dir=work) as tmp:
             # The parent's own encoder as the backbone: the run never needs the original backbone (an HF
             # id or a path on the build machine); init_from then loads encoder and heads strictly.
             ckpt = load_checkpoint(parent)

@@ -92,6 +92,7 @@ def test_feedback_leads_to_a_new_bundle_version_being_served(models: Path, redis
         attempt = report["attempt"]
         assert attempt["decision"] == "published", attempt
         assert attempt["parent_version"] == "1" and attempt["n_train"] == sent - trimmed
+        assert 0 <= attempt["serving_score"] <= 1 and 0 <= attempt["candidate_score"] <= 1
         version = attempt["version"]
         assert os.readlink(models) == version
         assert report["serving_version"] == version

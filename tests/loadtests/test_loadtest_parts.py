@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.calls import CallBook, check_turn_body
-from loadtests.report import peak_rate, plot_latency, read_history, turn_series
+from loadtests.report import peak_rate, plot_latency, read_history, server_side, turn_series
 from loadtests.slo import Thresholds, check_slo
 from loadtests.stages import ramp_stages, stage_at
 from turnwise.dialogue import read_jsonl
@@ -93,3 +93,19 @@ def test_report_rates_and_plot(tmp_path: Path):
     assert peak["users"] == 10 and peak["turns_per_s"] == pytest.approx(15.0, abs=0.6)  # 10 WS + 5 REST per s
     png = plot_latency(series, tmp_path / "p.png", title="t", slo_p99_ms=100)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_server_side_breakdown_from_metrics():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    reg = CollectorRegistry()
+    stage = Histogram("turnwise_stage_seconds", "s", ["stage"], registry=reg)
+    batch = Histogram("turnwise_batch_size", "b", registry=reg)
+    for v in (0.010, 0.030):
+        stage.labels(stage="inference").observe(v)
+    stage.labels(stage="queue").observe(0.002)
+    for n in (1, 3):
+        batch.observe(n)
+    got = server_side(generate_latest(reg).decode())
+    assert got["stage_mean_ms"] == {"inference": 20.0, "queue": 2.0}
+    assert got["mean_batch_size"] == 2.0 and got["model_calls"] == 2

@@ -48,6 +48,7 @@ def test_smoke_run_passes_its_gate_and_writes_the_results(tiny_bundle: Path, tmp
     assert summary["turns"]["p99_ms"] > 0 and summary["at_peak"]["turns_per_s"] > 0
     assert summary["peak_users"] == 6
     assert summary["stack"]["store"] == "redis" and summary["stack"]["model"]["version"] == "1"
+    assert summary["stack"]["server"]["stage_mean_ms"]["inference"] > 0  # the server's view, from /metrics
 
     with (tmp_path / "loadtest_stats.csv").open() as fh:
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(fh)}

@@ -350,3 +350,61 @@ def test_the_sidecar_refuses_a_bundle_that_is_not_a_symlink(tmp_path: Path):
     plain = fake_bundle(tmp_path / "bundle", "1")
     with pytest.raises(SidecarError, match="must be a symlink"):
         Sidecar(SidecarSettings(redis_url="redis://127.0.0.1:1/0", bundle=plain))
+
+
+class SlowSidecar(StubbedSidecar):
+    """A finetune that holds until released, to watch the loop while it runs."""
+
+    started: threading.Event
+    release: threading.Event
+
+    def finetune(self, parent: Path, dialogues: list, out: Path, manifest: dict[str, Any], report: Any) -> None:
+        self.started.set()
+        assert self.release.wait(20)
+        super().finetune(parent, dialogues, out, manifest, report)
+
+
+def wait_for(predicate: Any, what: str, timeout_s: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.redis
+def test_run_keeps_consuming_while_a_finetune_runs_and_stops_on_request(redis_server, tmp_path: Path,
+                                                                       samples_dir: Path):
+    link = models_root(tmp_path)
+    sc = SlowSidecar(SidecarSettings(redis_url=redis_server.url, bundle=link, heldout=samples_dir / "dialogues.jsonl",
+                                     min_new_labels=4, block_ms=100, cooldown_s=0))
+    sc.scores, sc.started, sc.release = {"serving": 0.5, "candidate": 0.5}, threading.Event(), threading.Event()
+    sc.serving_checkpoint = lambda manifest: tmp_path  # type: ignore[method-assign]
+    seed_calls(redis_server.url, {"call-a": 4, "call-b": 3}, FEEDBACK[:4])
+    loop = threading.Thread(target=sc.run)
+    loop.start()
+    try:
+        wait_for(sc.started.is_set, "no finetune started")
+        seed_calls(redis_server.url, {}, FEEDBACK[4:])  # arrives while the finetune runs
+        wait_for(lambda: sc.ledger.counts().get("joined") == 7, "feedback not consumed during the finetune")
+        sc.release.set()
+        wait_for(lambda: os.readlink(link) != "1", "nothing published")
+        assert sc.ledger.new_labels() == 3  # the 3 that arrived during the attempt wait for the next one
+    finally:
+        sc.release.set()
+        sc.stop()
+        loop.join(timeout=20)
+    assert not loop.is_alive()
+    sc.close()
+
+
+def test_leftovers_of_a_killed_attempt_are_removed_at_start(tmp_path: Path):
+    link = models_root(tmp_path)
+    fake_bundle(link.parent / ".candidate-ft-1", "ft-1")
+    (link.parent / "..candidate-ft-1.partial-abc").mkdir()
+    (link.parent / ".sidecar" / "checkpoints" / ".partial-ft-1").mkdir(parents=True)
+    (link.parent / ".image-v1.host").mkdir()  # the chart's init container seeds versions under such names
+    Sidecar(SidecarSettings(redis_url="redis://127.0.0.1:1/0", bundle=link))
+    assert sorted(p.name for p in link.parent.iterdir()) == [".image-v1.host", ".sidecar", "1", "current"]
+    assert list((link.parent / ".sidecar" / "checkpoints").iterdir()) == []
