@@ -41,5 +41,10 @@ bench: $(STAMP) ## benchmarks -> benchmarks/results/
 	@if [ -f benchmarks/backends.py ]; then $(PY) -m benchmarks.backends; fi
 	@if [ -f benchmarks/service_bench.py ]; then $(PY) -m benchmarks.service_bench; fi
 
+LOADTEST_ARGS ?=
+
+loadtest: $(STAMP) ## live-call load test: redis-server + turnwise serve (MiniLM) + locust -> benchmarks/results/
+	$(PY) -m loadtests.run $(LOADTEST_ARGS)
+
 clean: ## remove the virtual environment and run outputs
 	rm -rf $(VENV) $(RUNS)

@@ -7,8 +7,9 @@
 
 Writes ``<out>/<name>_stats.csv``, ``_stats_history.csv``, ``_failures.csv``, ``_exceptions.csv``
 (locust), ``<name>_summary.json`` (turns, requests, per-name percentiles, errors, SLO verdict, the
-served model, machine load) and ``<name>_latency.png``; logs of the service, Redis and locust go to
-``<out>/<name>_logs/``. The exit code is locust's: 0 when the SLO gate passed, 1 on a breach.
+served model, the server's per-stage times from ``/metrics``, machine load) and ``<name>_latency.png``;
+logs of the service, Redis and locust go to ``--logs`` (``runs/loadtest/logs``). The exit code is
+locust's: 0 when the SLO gate passed, 1 on a breach.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", help="load an already running service instead of starting Redis + the service")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--name", default="loadtest", help="file name prefix of the results")
+    p.add_argument("--logs", type=Path, default=ROOT / "runs" / "loadtest" / "logs",
+                   help="service, Redis and locust logs (kept out of the results, which are committed)")
     p.add_argument("--peak-users", type=int, default=30)
     p.add_argument("--ramp-s", type=float, default=30.0)
     p.add_argument("--ramp-steps", type=int, default=3)
@@ -92,7 +95,7 @@ def finish(args: argparse.Namespace, prefix: Path, summary_path: Path, rc: int,
            stack: dict[str, Any]) -> dict[str, Any]:
     """Plot, merge what only the runner knows into the summary, print the headline figures."""
     if not summary_path.exists():
-        raise RuntimeError(f"locust wrote no summary (exit code {rc}); see {prefix.parent / (prefix.name + '_logs')}")
+        raise RuntimeError(f"locust wrote no summary (exit code {rc}); see {args.logs / 'locust.log'}")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     history = Path(f"{prefix}_stats_history.csv")
     series = turn_series(read_history(history)) if history.exists() else {}
@@ -127,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = args.out / args.name
-    logs = args.out / f"{args.name}_logs"
-    logs.mkdir(exist_ok=True)
+    logs = args.logs
+    logs.mkdir(parents=True, exist_ok=True)
     summary_path = Path(f"{prefix}_summary.json")
     summary_path.unlink(missing_ok=True)
     stack: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

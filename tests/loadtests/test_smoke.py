@@ -30,7 +30,7 @@ def tiny_bundle(tiny_checkpoint_session: Path, tmp_path_factory: pytest.TempPath
 
 def run_loadtest(out: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "loadtests.run", "--bundle", str(bundle), "--out", str(out),
-           "--peak-users", "6", "--ramp-s", "4", "--ramp-steps", "2", "--hold-s", "12",
+           "--logs", str(out / "logs"), "--peak-users", "6", "--ramp-s", "4", "--ramp-steps", "2", "--hold-s", "12",
            "--turn-pause-min", "0.2", "--turn-pause-max", "0.5", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
 
