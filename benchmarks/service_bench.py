@@ -6,9 +6,10 @@
 3. For each server (turnwise over REST, turnwise over WebSocket, the naive server of
    :mod:`benchmarks.naive_server` over REST) a separate load-generator process
    (:mod:`benchmarks.loadgen`) measures one stream (p50/p99 of an otherwise idle server) and then
-   sweeps open-loop Poisson load upward until p99 exceeds 100 ms (or errors/shortfall appear).
+   sweeps open-loop Poisson load upward until p99 exceeds 1 s (or errors/shortfall appear).
    ``max_tps_at_p99_100ms`` is the highest answered rate of a stage that held p99 <= 100 ms, < 1%
-   errors and >= 90% of the offered rate.
+   errors and >= 90% of the offered rate; ``max_tps_at_p99_1s`` the same under a 1 s p99 (near
+   saturation), which still compares the two servers when one of them never meets 100 ms.
 4. Profiles the turnwise server under cProfile at ~80% of its max rate, and reads per-stage times from
    its ``/metrics`` and per-thread CPU from /proc, to say what limits throughput.
 
@@ -147,6 +148,7 @@ def loadgen(
     mode: str,
     server_pid: int,
     ws: bool = False,
+    metrics_url: str | None = None,
     start_rate: float = 0.0,
     stage_s: float = 6.0,
     max_seconds: float = 150.0,
@@ -179,6 +181,8 @@ def loadgen(
     ]
     if ws:
         cmd.append("--ws")
+    if metrics_url:
+        cmd += ["--metrics-url", metrics_url]
     subprocess.run(cmd, cwd=REPO, check=True, timeout=max_seconds + 120)
     return json.loads(out.read_text())
 
@@ -186,13 +190,15 @@ def loadgen(
 # --- reading results -------------------------------------------------------------------------------
 def headline(run: dict[str, Any]) -> dict[str, Any]:
     one = run.get("one_stream", {})
-    passing = [s for s in run.get("stages", []) if s["passed"]]
-    best = max(passing, key=lambda s: s["throughput"], default=None)
+    stages = run.get("stages", [])
+    best = max((s for s in stages if s["passed"]), key=lambda s: s["throughput"], default=None)
+    loose = max((s for s in stages if s["passed_loose"]), key=lambda s: s["throughput"], default=None)
     return {
         "p50_ms_1stream": round(one["p50_ms"], 2) if one else None,
         "p99_ms_1stream": round(one["p99_ms"], 2) if one else None,
         "max_tps_at_p99_100ms": round(best["throughput"], 1) if best else 0.0,
-        "p99_ms_at_max_tps": round(best["p99_ms"], 2) if best else None,
+        "p99_ms_at_that_load": round(best["p99_ms"], 2) if best else None,
+        "max_tps_at_p99_1s": round(loose["throughput"], 1) if loose else 0.0,
     }
 
 
@@ -260,13 +266,14 @@ def cpu_split(run: dict[str, Any]) -> list[dict[str, Any]]:
     """Per stage: cores used by the server's event-loop thread, its other threads, and the load generator."""
     rows = []
     for s in run.get("stages", []):
-        d = s["duration_s"]
+        d = s["wall_s"]
         rows.append(
             {
-                "offered": round(s["offered"], 1),
+                "offered": round(s["offered_actual"], 1),
                 "throughput": round(s["throughput"], 1),
                 "p99_ms": round(s["p99_ms"], 1),
                 "passed": s["passed"],
+                "server_stage_means_ms": s.get("server_stage_means"),
                 "server_loop_thread_cores": round(s["server_cpu_s"]["main"] / d, 2),
                 "server_other_threads_cores": round(s["server_cpu_s"]["other"] / d, 2),
                 "loadgen_cores": round(s["loadgen_cpu_s"] / d, 2),
@@ -278,12 +285,15 @@ def cpu_split(run: dict[str, Any]) -> list[dict[str, Any]]:
 def profile_summary(prof: Path, out_txt: Path, top: int = 30) -> dict[str, Any]:
     stats = pstats.Stats(str(prof))
     with out_txt.open("w") as fh:
-        fh.write("cProfile of the turnwise server's event-loop thread (the model runs on other threads)\n\n")
+        fh.write(
+            "cProfile of the turnwise server's event-loop thread after start-up, under the benchmark's load\n"
+            "(the model runs on ONNX Runtime's threads, which cProfile does not see; idle time in the\n"
+            "event loop is not counted).\n\n"
+        )
         pstats.Stats(str(prof), stream=fh).sort_stats("tottime").print_stats(top)
     buckets: dict[str, float] = {}
     total = 0.0
     groups = [
-        ("selector/idle wait", ("select.epoll", "selectors", "uvloop.loop.Loop.run", "_run_once")),
         ("tokenizer + window formatter", ("tokenizers", "transformers", "window.py")),
         ("redis client", ("redis/",)),
         ("http server (uvicorn/httptools/h11)", ("uvicorn", "httptools", "h11")),
@@ -305,7 +315,7 @@ def profile_summary(prof: Path, out_txt: Path, top: int = 30) -> dict[str, Any]:
             buckets["other"] = buckets.get("other", 0.0) + tt
     return {
         "file": out_txt.name,
-        "total_s": round(total, 2),
+        "loop_thread_busy_python_s": round(total, 2),
         "share_by_area": {k: round(v / total, 3) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])},
     }
 
@@ -372,10 +382,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path(os.environ.get("RUNS", REPO / "runs")) / "bench")
     p.add_argument("--variant", default="fp32", help="bundle variant to export and serve")
-    p.add_argument("--stage-s", type=float, default=6.0)
+    p.add_argument("--stage-s", type=float, default=8.0)
     p.add_argument("--max-minutes", type=float, default=9.0)
-    p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--max-batch-wait-ms", type=float, default=2.0)
+    p.add_argument("--max-batch-size", type=int, default=8, help="the service default")
+    p.add_argument("--max-batch-wait-ms", type=float, default=0.0, help="the service default")
     p.add_argument("--no-ws", action="store_true", help="skip the WebSocket sweep")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS / "service.json")
@@ -423,6 +433,7 @@ def main() -> None:
                 server_pid=proc.pid,
                 stage_s=args.stage_s,
                 max_seconds=min(150, remaining() / 3),
+                metrics_url=tw_url + "/metrics",
                 prefix="tw",
             )
             extra["turnwise_stage_means"] = scrape_stage_means(tw_url)
@@ -437,7 +448,8 @@ def main() -> None:
                     ws=True,
                     start_rate=round(0.7 * tw_best),
                     stage_s=args.stage_s,
-                    max_seconds=min(90, remaining() / 3),
+                    max_seconds=min(100, remaining() / 3),
+                    metrics_url=tw_url + "/metrics",
                     prefix="tws",
                 )
         naive_port = free_port()
@@ -474,7 +486,7 @@ def main() -> None:
             prof = tmp / "turnwise.prof"
             with server(
                 "turnwise-profiled",
-                [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "service.serve"],
+                [sys.executable, "-m", "benchmarks.profiled_serve", str(prof)],
                 tw_env,
                 tw_port,
                 tmp,
@@ -487,17 +499,23 @@ def main() -> None:
                     start_rate=round(0.8 * tw_best),
                     stage_s=args.stage_s,
                     max_seconds=60,
+                    metrics_url=tw_url + "/metrics",
                     prefix="prof",
                 )
             time.sleep(0.5)
             if prof.exists():
                 profile = profile_summary(prof, RESULTS / "service_profile.txt")
                 stage = prof_run["stages"][0]
+                wall = stage["wall_s"]
                 profile["under_profiler"] = {
-                    "offered": stage["offered"],
+                    "offered": round(stage["offered_actual"], 1),
                     "throughput": round(stage["throughput"], 1),
                     "p99_ms": round(stage["p99_ms"], 1),
-                    "note": "cProfile slows the event-loop thread; figures are not the benchmark's",
+                    "server_loop_thread_cores": round(stage["server_cpu_s"]["main"] / wall, 2),
+                    "server_other_threads_cores": round(stage["server_cpu_s"]["other"] / wall, 2),
+                    "loop_thread_python_busy_share": round(profile["loop_thread_busy_python_s"] / wall, 3),
+                    "server_stage_means_ms": stage.get("server_stage_means"),
+                    "note": "cProfile slows the event-loop thread; latency figures here are not the benchmark's",
                 }
 
     tw, naive = headline(runs["turnwise"]), headline(runs["naive"])
@@ -507,6 +525,9 @@ def main() -> None:
         "naive": naive,
         "ratio_tps": round(tw["max_tps_at_p99_100ms"] / naive["max_tps_at_p99_100ms"], 2)
         if naive["max_tps_at_p99_100ms"]
+        else None,
+        "ratio_tps_at_p99_1s": round(tw["max_tps_at_p99_1s"] / naive["max_tps_at_p99_1s"], 2)
+        if naive["max_tps_at_p99_1s"]
         else None,
         "turnwise_ws": headline(runs["turnwise_ws"]) if "turnwise_ws" in runs else None,
         "hardware": hardware(),
@@ -523,8 +544,9 @@ def main() -> None:
             "and scored on it (mean ~93 tokens per window, max 128)",
             "one_stream": "one call, each turn sent when the previous answer arrived (300 turns after 30 warm-up)",
             "sweep": f"open-loop Poisson arrivals, {args.stage_s:.0f} s per stage, rate x1.35 while the stage holds "
-            "p99 <= 100 ms, < 1% errors and >= 90% of the offered rate; one bisection after the first "
-            "failure. Latency counted from the scheduled arrival.",
+            "p99 <= 1 s, < 1% errors and >= 90% of the offered rate, then one bisection stage at each SLO's "
+            "boundary (100 ms and 1 s). A stage passes an SLO with p99 under it, < 1% errors and >= 90% of the "
+            "offered rate answered. Latency counted from the scheduled arrival (no coordinated omission).",
             "turnwise_settings": {
                 "max_batch_size": args.max_batch_size,
                 "max_batch_wait_ms": args.max_batch_wait_ms,

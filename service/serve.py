@@ -77,6 +77,7 @@ def build_server(settings: Settings) -> GracefulServer:
         log_level=settings.log_level.lower(),
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(max(1, settings.shutdown_grace_s)),
+        timeout_keep_alive=int(max(1, settings.keep_alive_s)),
         # Frames up to a few times the limit get an error frame; far larger ones close the socket (1009).
         ws_max_size=max(4 * settings.max_frame_bytes, 1 << 20),
         lifespan="on",
