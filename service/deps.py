@@ -1,4 +1,8 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the app-state objects, the dialogue id, auth."""
+"""FastAPI dependencies as ``Annotated`` aliases: the app-state objects, the dialogue id, auth.
+
+All are ``async def``: FastAPI runs plain ``def`` dependencies in a worker thread, a hop per request
+that showed at the top of the event-loop profile.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,15 @@ from service.pipeline import Pipeline
 from service.schemas import DIALOGUE_ID_PATTERN
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pipeline(request: Request) -> Pipeline:
+async def get_pipeline(request: Request) -> Pipeline:
     return request.app.state.pipeline
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -46,7 +50,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def require_api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     if not key_is_valid(request.app.state.settings, bearer_token(authorization)):
         raise ServiceError(ErrorKind.unauthenticated, "missing or invalid API key (Authorization: Bearer <key>)")
 

@@ -131,7 +131,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
     from trainer.data import source_tasks
 
     out = Path(out)
-    work = out / "work"
+    work = out / f"work-{cfg.dataset}-{cfg.teacher}"  # runs of other datasets/teachers may share ``out``
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     schema = (schema or source_tasks(cfg.dataset)).select([cfg.task])

@@ -260,8 +260,11 @@ def experiment_table1(
     methods: Annotated[str, typer.Option("--methods")] = "finetune_only,pointwise,pairwise",
     ablations: Annotated[bool, typer.Option("--ablations/--no-ablations")] = True,
     train_dialogues: int = 800,
+    val_dialogues: Annotated[int, typer.Option("--val-dialogues", help="validation dialogues (early stopping)")] = 100,
     test_dialogues: Annotated[int | None, typer.Option("--test-dialogues", help="default 400; 0 = all")] = 400,
     pretrain_steps: int = 120,
+    pretrain_segments: Annotated[int, typer.Option("--pretrain-segments",
+                                                   help="segments per dialogue in a pretraining batch")] = 8,
     max_finetune_steps: int = 120,
     backbone: str = "minilm",
     max_tokens: int = 48,
@@ -273,8 +276,9 @@ def experiment_table1(
     cfg = Table1Config(dataset=dataset, task=task, teacher=teacher,
                        gold_fractions=[float(x) for x in gold_fractions.split(",")],
                        seeds=[int(x) for x in seeds.split(",")], methods=[m.strip() for m in methods.split(",")],
-                       ablations=ablations, train_dialogues=train_dialogues, test_dialogues=test_dialogues or None,
-                       pretrain_steps=pretrain_steps, max_finetune_steps=max_finetune_steps, backbone=backbone,
+                       ablations=ablations, train_dialogues=train_dialogues, val_dialogues=val_dialogues,
+                       test_dialogues=test_dialogues or None, pretrain_steps=pretrain_steps,
+                       pretrain_segments=pretrain_segments, max_finetune_steps=max_finetune_steps, backbone=backbone,
                        max_tokens=max_tokens)
     if noise:
         cfg.noise = json.loads(noise)

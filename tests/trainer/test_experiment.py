@@ -26,4 +26,4 @@ def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
     assert (tmp_path / "table1-jsonl-simulated.png").stat().st_size > 1000
     assert "pairwise" in (tmp_path / "table1-jsonl-simulated.md").read_text()
     assert result["runs"][0]["settings"]["gold_fraction"] == 0.5
-    assert not (tmp_path / "work").exists()
+    assert not (tmp_path / "work-jsonl-simulated").exists()
