@@ -49,6 +49,7 @@ done
 echo "== 6/6 stream a held-out call over WebSocket"
 $TW replay --url "http://127.0.0.1:$PORT" --data "$OUT/test.jsonl" --ws --max-dialogues 1 --rate 0
 
-kill -TERM $SERVER; wait $SERVER || true
+kill -TERM $SERVER
 trap - EXIT
+wait $SERVER || { echo "the server did not shut down cleanly (exit $?); see $OUT/serve.log" >&2; exit 1; }
 echo "demo finished: artefacts in $OUT"

@@ -8,6 +8,7 @@ and in the ``turnwise_stage_seconds`` histogram.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -174,7 +175,8 @@ class Pipeline:
     async def end(self, dialogue_id: str) -> None:
         await self.store.delete(dialogue_id)
 
-    async def feedback(self, fb: FeedbackIn) -> str:
+    async def feedback(self, fb: FeedbackIn) -> tuple[str, bool]:
+        """Append the feedback to the stream; returns (entry id, whether the turn's window was attached)."""
         bundle = self.engine.current
         task = bundle.schema.tasks.get(fb.task)
         if task is None:
@@ -195,9 +197,15 @@ class Pipeline:
             "label": fb.label if isinstance(fb.label, str) else ",".join(labels),
             "model": f"{bundle.name}@{bundle.version}",
         }
+        # The window as the model saw it for this turn, stored with the feedback: the sidecar joins from
+        # this snapshot, so later turns trimming the window, the call's end or the TTL cannot lose it.
+        state = await self.store.get(fb.dialogue_id)
+        context = [t.as_dict() for t in state.window if t.seq <= fb.seq] if state else []
+        if context and context[-1]["seq"] == fb.seq:
+            record["window"] = json.dumps(context, ensure_ascii=False)
         entry_id = await self.store.add_feedback(record)
         self.metrics.feedback.inc()
-        return entry_id
+        return entry_id, "window" in record
 
     def _observe(self, endpoint: str, outcome: str, timings: dict[str, float]) -> None:
         self.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()

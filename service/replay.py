@@ -48,16 +48,21 @@ def _ws_url(url: str) -> str:
     return base + "/v1/stream"
 
 
+def _scored(task: str, label: str | list[str], scores: dict[str, float]) -> str:
+    """``act=question(0.91)``: each predicted label with the model's probability for it."""
+    labels = [label] if isinstance(label, str) else list(label)
+    shown = ",".join(f"{lab}({scores[lab]:.2f})" if lab in scores else lab for lab in labels)
+    return f"{task}={shown or '-'}"
+
+
 def format_line(dialogue_id: str, seq: int, speaker: str, text: str, reply: dict[str, Any], ms: float) -> str:
     preview = text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
     if reply.get("type") == "error" or "error" in reply:
         kind = reply.get("code") or reply.get("error_type")
         what = f"ERROR {kind}: {reply.get('message') or reply.get('error')}"
     else:
-        what = "  ".join(
-            f"{task}={label if isinstance(label, str) else ','.join(label) or '-'}"
-            for task, label in reply.get("labels", {}).items()
-        )
+        what = "  ".join(_scored(task, label, reply.get("scores", {}).get(task, {}))
+                         for task, label in reply.get("labels", {}).items())
     return f"{dialogue_id} #{seq:<3} {speaker:<9} {ms:7.1f} ms  {what}  | {preview}"
 
 

@@ -21,7 +21,9 @@ turns that followed it (``turn_trimmed``) or a seq the window never held (``turn
 recorded, counted and skipped: feedback posted after a call ended (DELETE / ``end`` frame) cannot be
 used, and the loop keeps consuming while a finetune runs so the lag stays at about ``block_ms``. An
 entry that carries a ``window`` field (the JSON list of window turns, as the service held them when
-the feedback arrived) is joined from that snapshot instead, which removes both races.
+the feedback arrived) is joined from that snapshot instead, which removes both races. The service
+attaches that snapshot whenever the turn is still in the call's window (its 202 answer says
+``"context": "window"``), so in practice only feedback for an already ended or expired call is skipped.
 
 **Checkpoints.** A bundle holds ONNX graphs, not PyTorch weights. The sidecar keeps the checkpoint of
 every version it publishes in ``<state_dir>/checkpoints/<version>/``; for a version it did not

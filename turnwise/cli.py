@@ -209,10 +209,14 @@ def replay(
     source: Source = "jsonl",
     split: Split = None,
 ) -> None:
-    """Stream dialogues into a running service and print per-turn labels and latency."""
+    """Stream dialogues into a running service and print per-turn labels and latency.
+
+    Exits 1 when any turn was answered with an error (or not at all), so scripts can rely on it."""
     from service.cli import run_replay
 
-    run_replay(url, data, ws, rate, max_dialogues, api_key, source=source, split=split)
+    summary = run_replay(url, data, ws, rate, max_dialogues, api_key, source=source, split=split)
+    if summary["errors"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,6 +13,11 @@ router = APIRouter(prefix="/v1", tags=["feedback"], dependencies=[Authenticated]
 
 @router.post("/feedback", status_code=202, response_model=None)
 async def feedback(fb: FeedbackIn, pipeline: PipelineDep) -> JSONResponse:
-    """Accept a corrected label for (dialogue_id, seq, task); 202 once it is in the stream."""
-    entry_id = await pipeline.feedback(fb)
-    return JSONResponse({"status": "accepted", "id": entry_id}, status_code=202)
+    """Accept a corrected label for (dialogue_id, seq, task); 202 once it is in the stream.
+
+    ``context`` says whether the turn's window was stored with it (``window``): only then can the
+    training sidecar use the label. Feedback for a call whose window is gone (ended, expired, or the turn
+    already trimmed out) is still recorded, as ``missing``, and counted but not trained on."""
+    entry_id, attached = await pipeline.feedback(fb)
+    return JSONResponse({"status": "accepted", "id": entry_id, "context": "window" if attached else "missing"},
+                        status_code=202)

@@ -11,6 +11,7 @@ import pytest
 
 from export.providers import TRT_CACHE_ENV
 from service.config import Settings
+from trainer.sidecar import SidecarSettings
 
 from .chart import CHART, RELEASE, Renderer, by_kind, container, env_of, one, pod_spec
 
@@ -103,13 +104,19 @@ def test_service_mounts_the_bundle_read_only(chart: Renderer) -> None:
 @pytest.mark.parametrize("value_set", ALL_SETS)
 def test_configmap_keys_are_service_settings(chart: Renderer, value_set: str) -> None:
     """Every TURNWISE_* the chart sets is a field of service.config.Settings (a typo would be ignored
-    silently by pydantic-settings' extra="ignore"), or the TensorRT cache variable export reads."""
+    silently by pydantic-settings' extra="ignore"), or the TensorRT cache variable export reads; the
+    sidecar container may also set fields of trainer.sidecar.SidecarSettings."""
     docs = render(chart, value_set)
     known = {f"TURNWISE_{name.upper()}" for name in Settings.model_fields} | {TRT_CACHE_ENV}
+    sidecar_known = known | {f"TURNWISE_SIDECAR_{name.upper()}" for name in SidecarSettings.model_fields}
     keys = set(config_map(docs))
     for wl in by_kind(docs, "Deployment"):
         for c in pod_spec(wl)["containers"]:
-            keys |= {k for k in env_of(c) if k.startswith("TURNWISE_")}
+            env = {k for k in env_of(c) if k.startswith("TURNWISE_")}
+            if c["name"] == "sidecar":
+                assert env <= sidecar_known, f"not sidecar settings: {sorted(env - sidecar_known)}"
+            else:
+                keys |= env
     assert keys <= known, f"not service settings: {sorted(keys - known)}"
 
 
@@ -363,6 +370,12 @@ def test_sidecar_in_the_pod(chart: Renderer) -> None:
     # Same Redis and key prefix (the tw:feedback stream) as the service.
     assert sidecar["envFrom"] == container(docs, "turnwise")["envFrom"]
     assert env_of(sidecar)["TURNWISE_REDIS_URL"] == env_of(container(docs, "turnwise"))["TURNWISE_REDIS_URL"]
+    # Finetunes work on the scratch volume; the seed checkpoint is passed only when one is given.
+    assert env_of(sidecar)["TURNWISE_SIDECAR_WORK_DIR"]["value"] == "/scratch"
+    assert {"name": "scratch", "mountPath": "/scratch"} in sidecar["volumeMounts"]
+    assert "TURNWISE_SIDECAR_CHECKPOINT" not in env_of(sidecar)
+    docs = chart.template("sidecar", values={"sidecar": {"checkpoint": "/models/seed-checkpoint"}})
+    assert env_of(container(docs, "sidecar"))["TURNWISE_SIDECAR_CHECKPOINT"]["value"] == "/models/seed-checkpoint"
     assert config_map(docs)["TURNWISE_KEY_PREFIX"] + "feedback" == "tw:feedback"
     # The sidecar runs the service image unless told otherwise, digest pin included.
     digest = "sha256:" + "a" * 64

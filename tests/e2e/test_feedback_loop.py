@@ -68,16 +68,18 @@ def test_feedback_leads_to_a_new_bundle_version_being_served(models: Path, redis
         assert ready["model"]["version"] == "1"
         calls = dialogues[:3]
         sent = play_calls(client, calls, "e2e")
-        # The sidecar joins when it reads the stream, after all calls: a turn the later turns pushed out
-        # of the window (max_turns) is counted as trimmed and skipped, as in production under lag.
+        # The sidecar reads the stream after all calls, when later turns have pushed early ones out of the
+        # window (max_turns): those labels still join, from the window snapshot stored with the feedback.
         max_turns = json.loads((models / "bundle.json").read_text())["window"]["max_turns"]
         trimmed = len(TASKS) * sum(max(0, len(d.turns) - max_turns) for d in calls)
         assert 0 < trimmed < sent
-        # A correction that arrives after the call ended: its window is gone, so it is counted and skipped.
+        # A correction for a turn whose call had already ended: no window to store, so the service says
+        # so (context "missing") and the sidecar counts it and skips it.
         client.post("/v1/dialogues/e2e-late/turns", json={"seq": 0, "speaker": "customer", "text": "hello"})
         assert client.delete("/v1/dialogues/e2e-late").status_code == 204
-        assert client.post("/v1/feedback", json={"dialogue_id": "e2e-late", "seq": 0, "task": "act",
-                                                 "label": "inform"}).status_code == 202
+        late = client.post("/v1/feedback", json={"dialogue_id": "e2e-late", "seq": 0, "task": "act",
+                                                 "label": "inform"})
+        assert late.status_code == 202 and late.json()["context"] == "missing"
 
         env = {"TURNWISE_REDIS_URL": redis_server.url, "TURNWISE_BUNDLE": str(models),
                "TURNWISE_SIDECAR_MIN_NEW_LABELS": "20", "TURNWISE_SIDECAR_HELDOUT": str(heldout),
@@ -88,10 +90,10 @@ def test_feedback_leads_to_a_new_bundle_version_being_served(models: Path, redis
                "TURNWISE_SIDECAR_MAX_REGRESSION": "1.0"}
         report = run_sidecar(env)
         assert report["consumed"] == sent + 1
-        assert report["ledger"] == {"joined": sent - trimmed, "turn_trimmed": trimmed, "window_missing": 1}
+        assert report["ledger"] == {"joined": sent, "window_missing": 1}
         attempt = report["attempt"]
         assert attempt["decision"] == "published", attempt
-        assert attempt["parent_version"] == "1" and attempt["n_train"] == sent - trimmed
+        assert attempt["parent_version"] == "1" and attempt["n_train"] == sent
         assert 0 <= attempt["serving_score"] <= 1 and 0 <= attempt["candidate_score"] <= 1
         version = attempt["version"]
         assert os.readlink(models) == version

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import httpx
@@ -208,6 +209,12 @@ async def test_feedback_goes_to_the_stream(live, store_kind):
         fb = {"dialogue_id": "call-f", "seq": 3, "task": "act", "label": "question"}
         r = await c.post("/v1/feedback", json=fb)
         assert r.status_code == 202 and r.json()["status"] == "accepted"
+        assert r.json()["context"] == "missing"  # no such call: recorded, but nothing to train on
+        # A live call: the feedback carries the window up to its turn, as the model saw it.
+        for seq, text in enumerate(["hello", "my card is blocked", "can you help?"]):
+            assert (await post_turn(c, "call-w", seq, "customer", text)).status_code == 200
+        r = await c.post("/v1/feedback", json={**fb, "dialogue_id": "call-w", "seq": 1})
+        assert r.status_code == 202 and r.json()["context"] == "window"
         for bad in (
             {**fb, "task": "nope"},
             {**fb, "label": "nope"},
@@ -218,7 +225,8 @@ async def test_feedback_goes_to_the_stream(live, store_kind):
     store = srv.state.store
     if store_kind["redis_url"]:
         entries = await _xrange(store_kind["redis_url"], "tw:feedback")
-        assert len(entries) == 1
+        assert len(entries) == 2
+        snapshot = entries[1][1]
         assert entries[0][1] | {"ts": "x"} == {
             "dialogue_id": "call-f",
             "seq": "3",
@@ -228,9 +236,14 @@ async def test_feedback_goes_to_the_stream(live, store_kind):
             "ts": "x",
         }
     else:
-        assert [rec for _, rec in store.feedback] == [
+        assert [rec for _, rec in store.feedback][:1] == [
             {"dialogue_id": "call-f", "seq": "3", "task": "act", "label": "question", "model": "tiny@1"}
         ]
+        snapshot = store.feedback[1][1]
+    assert json.loads(snapshot["window"]) == [
+        {"seq": 0, "speaker": "customer", "text": "hello"},
+        {"seq": 1, "speaker": "customer", "text": "my card is blocked"},
+    ]
 
 
 async def _xrange(url: str, key: str):

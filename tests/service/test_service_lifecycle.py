@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,8 +138,24 @@ def test_replay_over_ws_and_rest(live, samples_dir: Path, capsys):
         assert set(summary["gold_agreement"]) == {"intent", "act", "sentiment"}
         out = capsys.readouterr().out
         assert out.count("intent=") == n_turns and "latency p50" in out
+        # every label is printed with the model's probability for it
+        assert len(re.findall(r"act=\w+\((?:0\.\d\d|1\.00)\)", out)) == n_turns
     # a replayed call was ended: nothing is left behind
     assert httpx.get(f"{srv.url}/v1/dialogues/call-0001", headers={"Authorization": "Bearer k1"}).status_code == 404
+
+
+def test_replay_command_fails_when_turns_fail(live, samples_dir: Path):
+    """`turnwise replay` exits 1 when turns come back as errors (here: a wrong API key), so scripts notice."""
+    from typer.testing import CliRunner
+
+    from turnwise.cli import app
+
+    srv = live(api_keys="k1")
+    args = ["replay", "--url", srv.url, "--data", str(samples_dir / "dialogues.jsonl"), "--max-dialogues", "1"]
+    ok = CliRunner().invoke(app, [*args, "--api-key", "k1"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, [*args, "--rest", "--api-key", "wrong"])
+    assert bad.exit_code == 1 and "ERROR unauthenticated" in bad.output
 
 
 def test_sigterm_drains_in_flight_requests(tiny_bundle: Path, tmp_path: Path):

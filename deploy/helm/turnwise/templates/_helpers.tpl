@@ -366,6 +366,12 @@ The training sidecar container (used in the service pod or in its own Deployment
     {{- include "turnwise.envFrom" . | nindent 4 }}
   env:
     {{- include "turnwise.env" . | nindent 4 }}
+    - name: TURNWISE_SIDECAR_WORK_DIR
+      value: /scratch
+    {{- with .Values.sidecar.checkpoint }}
+    - name: TURNWISE_SIDECAR_CHECKPOINT
+      value: {{ . | quote }}
+    {{- end }}
     {{- with .Values.sidecar.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
