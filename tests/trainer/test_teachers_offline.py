@@ -86,6 +86,13 @@ def test_simulated_is_per_dialogue_deterministic_and_abstains_without_gold():
     assert other_seed.votes != alone.votes
 
 
+def test_simulated_refuses_a_multilabel_task_too_wide_for_its_votes():
+    wide = parse_tasks({"tasks": {"slots": {"type": "multilabel", "labels": [f"s{i}" for i in range(80)]}}})
+    ds = [Dialogue(dialogue_id="d0", turns=[Turn(speaker="user", text="t", labels={"slots": ["s70"]})])]
+    with pytest.raises(DataError, match="80"):
+        SimulatedTeacher({"accuracy": 0.7}).label(ds, wide, 4)
+
+
 def test_noise_config_validation():
     with pytest.raises(ValueError, match="unknown noise parameter"):
         NoiseConfig.from_dict({"acuracy": 0.7})

@@ -9,11 +9,13 @@ import pytest
 
 from trainer.teachers.scores import (
     ABSTAIN,
+    MAX_MULTILABEL_CLASSES,
     ScoreRecord,
     make_record,
     merge_scores,
     read_scores,
     scores_from_votes,
+    votes_to_bitmask,
     write_scores,
 )
 from turnwise.errors import DataError
@@ -34,6 +36,19 @@ def test_multilabel_votes_are_bitmasks():
     s, abst = scores_from_votes(votes, 3, multilabel=True)
     np.testing.assert_allclose(s, [[2 / 3, 1 / 3, 0]])
     assert abst.tolist() == [1]
+
+
+def test_multilabel_bitmask_keeps_the_highest_class_and_refuses_wider_tasks():
+    on = np.zeros((1, 2, MAX_MULTILABEL_CLASSES), dtype=bool)
+    on[0, 0, [1, MAX_MULTILABEL_CLASSES - 1]] = True  # the top bit that fits
+    s, _ = scores_from_votes(votes_to_bitmask(on), MAX_MULTILABEL_CLASSES, multilabel=True)
+    assert np.flatnonzero(s[0]).tolist() == [1, MAX_MULTILABEL_CLASSES - 1]
+    assert s[0, 1] == s[0, -1] == 0.5
+    wide = MAX_MULTILABEL_CLASSES + 10  # e.g. SGD's 172 slots: refused, never silently truncated
+    with pytest.raises(DataError, match=r"slots.*72 labels"):
+        make_record("d", "slots", [f"s{i}" for i in range(wide)], TaskType.multilabel, np.zeros((1, 2)), TEACHER)
+    with pytest.raises(DataError, match="72 classes"):
+        votes_to_bitmask(np.ones((1, 2, wide), dtype=bool))
 
 
 def test_record_fields_and_round_trip(tmp_path):

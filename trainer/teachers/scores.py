@@ -82,6 +82,8 @@ class ScoreRecord(BaseModel):
         if self.votes is not None:
             if len(self.votes) != n_turns:
                 raise ValueError(f"votes has {len(self.votes)} rows for {n_turns} turns")
+            if self.task_type is TaskType.multilabel:
+                check_multilabel_width(self.task, c)
             hi = (1 << c) if self.task_type is TaskType.multilabel else c
             for i, vrow in enumerate(self.votes):
                 if len(vrow) != self.n_votes:
@@ -116,6 +118,25 @@ class ScoreRecord(BaseModel):
         return self.teacher.kind == "simulated"
 
 
+# Multilabel votes are bitmasks in int64 (bit c = class c; -1 = abstention), so at most 62 classes fit.
+MAX_MULTILABEL_CLASSES = 62
+
+
+def check_multilabel_width(task: str, num_classes: int) -> None:
+    """Refuse a multilabel task whose labels do not fit a vote bitmask (no silent loss of classes)."""
+    if num_classes > MAX_MULTILABEL_CLASSES:
+        raise DataError(f"task '{task}' has {num_classes} labels: teacher votes of a multilabel task hold at most "
+                        f"{MAX_MULTILABEL_CLASSES} (one bit each); split it into several tasks or select fewer labels")
+
+
+def votes_to_bitmask(on: np.ndarray) -> np.ndarray:
+    """(..., C) bool -> (...,) int64 bitmask votes, bit c set when class c is on (C <= 62, checked by caller)."""
+    c = on.shape[-1]
+    if c > MAX_MULTILABEL_CLASSES:
+        raise DataError(f"{c} classes do not fit a multilabel vote bitmask (max {MAX_MULTILABEL_CLASSES})")
+    return (on.astype(np.int64) << np.arange(c, dtype=np.int64)).sum(axis=-1)
+
+
 def scores_from_votes(votes: np.ndarray, num_classes: int, multilabel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(L, N) votes -> ((L, C) scores, (L,) abstention counts).
 
@@ -139,6 +160,8 @@ def scores_from_votes(votes: np.ndarray, num_classes: int, multilabel: bool = Fa
 def make_record(dialogue_id: str, task: str, labels: Sequence[str], task_type: TaskType, votes: np.ndarray,
                 teacher: dict[str, Any] | TeacherInfo) -> ScoreRecord:
     """A validated record from a (L, N) vote matrix; scores rounded to 6 decimals."""
+    if task_type is TaskType.multilabel:
+        check_multilabel_width(task, len(labels))
     votes = np.asarray(votes, dtype=np.int64)
     scores, abst = scores_from_votes(votes, len(labels), task_type is TaskType.multilabel)
     info = teacher if isinstance(teacher, TeacherInfo) else TeacherInfo.model_validate(teacher)

@@ -37,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from trainer.teachers.scores import ABSTAIN, ProgressFn, ScoreRecord, make_record, scores_from_votes
+from trainer.teachers.scores import (
+    ABSTAIN,
+    ProgressFn,
+    ScoreRecord,
+    make_record,
+    scores_from_votes,
+    votes_to_bitmask,
+)
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
@@ -170,7 +177,7 @@ class SimulatedTeacher:
         sign = np.where(dr.gold > 0, 1.0, -1.0)  # (T, C)
         z = (theta * sign + dr.offsets) / self.noise.vote_temperature
         on = dr.u_vote < (1.0 / (1.0 + np.exp(-z)))[:, None, :]  # (T, N, C)
-        votes = (on * (1 << np.arange(c))).sum(axis=-1)
+        votes = votes_to_bitmask(on)
         votes[dr.u_abstain < self.noise.abstain] = ABSTAIN
         votes[~dr.has_gold] = ABSTAIN
         return votes.astype(np.int64)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from trainer.teachers.prompts import PromptBank, TaskPrompts
-from trainer.teachers.scores import ProgressFn, ScoreRecord, make_record
+from trainer.teachers.scores import ProgressFn, ScoreRecord, make_record, votes_to_bitmask
 from turnwise.dialogue import Dialogue
 from turnwise.tasks import TaskSchema, TaskType
 from turnwise.window import WindowConfig, render_window, segments
@@ -305,7 +305,7 @@ def sample_votes(sims: np.ndarray, counts: np.ndarray, n_votes: int, cfg: Zerosh
     if multilabel:
         z = logits - logits.mean(axis=-1, keepdims=True)
         on = rng.random(z.shape) < 1.0 / (1.0 + np.exp(-z))
-        return (on * (1 << np.arange(n_cls))).sum(axis=-1).astype(np.int64)
+        return votes_to_bitmask(on)
     z = logits - logits.max(axis=-1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
