@@ -444,6 +444,10 @@ def test_notes_warn_about_what_needs_attention(chart: Renderer) -> None:
     notes = chart.notes()
     assert "authentication is OFF" in notes
     assert "Nothing copies a bundle into it" in notes
+    # The default PVC is ReadWriteOnce while the HPA may run 10 replicas on several nodes: say so.
+    assert "ReadWriteOnce and up to 10 replicas may run" in notes
+    assert "cannot mount it" not in chart.notes("sidecar-deployment")  # ReadWriteMany
+    assert "cannot mount it" not in chart.notes(values={"autoscaling": {"enabled": False}, "replicaCount": 1})
     assert "authentication is OFF" not in chart.notes("external-redis")
     assert "the startup probe allows 900 s" in chart.notes("gpu")
     assert "Bearer $API_KEY" in chart.notes("external-redis")
