@@ -227,23 +227,30 @@ def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, An
             "runs": runs}
 
 
-def markdown(result: dict[str, Any]) -> str:
+def _table(result: dict[str, Any], mean_key: str, std_key: str) -> list[str]:
     fr = result["gold_fractions"]
-    head = f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |"
-    lines = [f"### {result['dataset']} {result['task']} — teacher: {result['teacher_label']} "
-             f"(accuracy on train {result['teacher_info'].get('accuracy_on_train', float('nan')):.3f})", "",
-             head, "|---" * (len(fr) + 1) + "|"]
+    lines = [f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |", "|---" * (len(fr) + 1) + "|"]
     for name, m in result["methods"].items():
         cells = []
         for f in fr:
             if f in m["gold_fractions"]:
                 k = m["gold_fractions"].index(f)
-                cells.append(f"{100 * m['mean'][k]:.1f} ± {100 * m['std'][k]:.1f}")
+                cells.append(f"{100 * m[mean_key][k]:.1f} ± {100 * m[std_key][k]:.1f}")
             else:
                 cells.append("")
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    lines += ["", f"Accuracy (%) on {result['sizes']['test']} test dialogues, mean ± std over seeds "
-              f"{result['config']['seeds']}; wall time {result['wall_s'] / 60:.1f} min."]
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Accuracy and macro-F1 tables (mean ± std over seeds), as Markdown."""
+    teacher_acc = result["teacher_info"].get("accuracy_on_train", float("nan"))
+    lines = [f"### {result['dataset']} {result['task']} — teacher: {result['teacher_label']} "
+             f"(accuracy on train {teacher_acc:.3f})", "", "Accuracy (%)", "",
+             *_table(result, "mean", "std"), "", "Macro-F1 (%)", "",
+             *_table(result, "macro_f1_mean", "macro_f1_std"), "",
+             f"On {result['sizes']['test']} test dialogues, mean ± std over seeds {result['config']['seeds']}; "
+             f"wall time {result['wall_s'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
@@ -253,20 +260,22 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in METHODS:
-        m = result["methods"].get(name)
-        if not m:
-            continue
-        x = [100 * f for f in m["gold_fractions"]]
-        mean, std = np.array(m["mean"], float), np.array(m["std"], float)
-        ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("gold dialogues (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{result['dataset']} {result['task']} — {result['teacher_label']}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (key, std_key, label) in zip(axes, [("mean", "std", "test accuracy (%)"),
+                                                ("macro_f1_mean", "macro_f1_std", "test macro-F1 (%)")], strict=True):
+        for name in METHODS:
+            m = result["methods"].get(name)
+            if not m:
+                continue
+            x = [100 * f for f in m["gold_fractions"]]
+            mean, std = np.array(m[key], float), np.array(m[std_key], float)
+            ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("gold dialogues (%)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{result['dataset']} {result['task']} — {result['teacher_label']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -9,7 +9,7 @@ from turnwise.tasks import load_tasks
 
 def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
     cfg = Table1Config(dataset="jsonl", task="act", teacher="simulated", gold_fractions=[0.5], seeds=[0],
-                       methods=["finetune_only", "pairwise"], ablations=False, train_dialogues=10, val_dialogues=3,
+                       methods=["finetune_only", "pairwise"], ablations=True, train_dialogues=10, val_dialogues=3,
                        test_dialogues=4, backbone=str(tiny_backbone), max_tokens=32, max_turns=2, pretrain_steps=3,
                        pretrain_dialogues=3, max_finetune_steps=2, batch_size=8, precision="fp32",
                        noise={"accuracy": 0.7})
@@ -17,13 +17,21 @@ def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
                         schema=load_tasks(samples_dir / "tasks.yaml"))
     saved = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
     assert saved["gold_fractions"] == [0.5]
-    assert set(saved["methods"]) == {"finetune_only", "pairwise"}
-    for m in saved["methods"].values():
-        assert len(m["mean"]) == 1 and 0.0 <= m["mean"][0] <= 1.0
-    assert len(saved["runs"]) == 2 and {r["seed"] for r in saved["runs"]} == {0}
+    # the two methods plus the pairwise ablations (alpha 0 and 1, inter-session pairs)
+    assert set(saved["methods"]) == {"finetune_only", "pairwise", "pairwise_alpha0", "pairwise_alpha1",
+                                     "pairwise_inter"}
+    for name, m in saved["methods"].items():
+        runs = [r for r in saved["runs"] if r["method"] == name]
+        assert len(m["mean"]) == 1 and m["mean"][0] == sum(r["accuracy"] for r in runs) / len(runs)
+        assert 0.0 <= m["macro_f1_mean"][0] <= 1.0
+    assert len(saved["runs"]) == 5 and {r["seed"] for r in saved["runs"]} == {0}
+    by_method = {r["method"]: r["settings"] for r in saved["runs"]}
+    assert by_method["pairwise"]["init_from"] != by_method["pairwise_inter"]["init_from"]
+    assert by_method["finetune_only"]["init_from"] is None
     assert saved["teacher_label"] == "simulated teacher"
     assert "simulated" in saved["teacher_info"]["note"]
     assert (tmp_path / "table1-jsonl-simulated.png").stat().st_size > 1000
-    assert "pairwise" in (tmp_path / "table1-jsonl-simulated.md").read_text()
+    md = (tmp_path / "table1-jsonl-simulated.md").read_text()
+    assert "| pairwise |" in md and "Macro-F1" in md
     assert result["runs"][0]["settings"]["gold_fraction"] == 0.5
     assert not (tmp_path / "work-jsonl-simulated").exists()
