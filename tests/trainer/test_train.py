@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,40 @@ def test_cli_train_and_evaluate(tmp_path, tiny_backbone, samples_dir):
                               str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["tasks"]["sentiment"]["n"] > 0
+
+
+def test_a_backbone_without_role_tags_gets_them_as_single_tokens(tmp_path, sample_schema):
+    """A plain BERT directory (as ToD-BERT or any local path is loaded): [sys]/[usr] are added as special
+    tokens, the embedding matrix grows to match, and a formatted window encodes each tag as one id."""
+    from transformers import AutoModel, BertConfig, BertTokenizerFast
+
+    from trainer.model import build_model, resolve_backbone
+    from turnwise.window import ROLE_TAGS
+
+    plain = tmp_path / "plain-bert"
+    tok = BertTokenizerFast(vocab_file=str(Path(resolve_backbone("minilm")) / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(plain)
+    assert not any(t in tok.get_vocab() for t in ROLE_TAGS)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    AutoModel.from_config(config, add_pooling_layer=False).save_pretrained(plain)
+
+    built = build_model(str(plain), sample_schema)
+    ids = [built.tokenizer.convert_tokens_to_ids(t) for t in ROLE_TAGS]
+    assert all(i >= len(tok) for i in ids)  # new ids past the original vocabulary
+    assert built.model.encoder.get_input_embeddings().num_embeddings == len(built.tokenizer) == len(tok) + 2
+    enc = built.tokenizer("[usr] my card is blocked [sys] let me check")
+    assert set(ids) <= set(enc["input_ids"])
+
+
+def test_precision_auto_keeps_the_faster_measured_option(tmp_path, tiny_backbone, sample_schema, dialogues,
+                                                         monkeypatch):
+    """--precision auto trains in bf16 exactly when bf16 measured faster (the measurement is replaced here)."""
+    import trainer.train as tr
+
+    for timings, expected in (({"fp32": 2.0, "bf16": 1.0}, "bf16"), ({"fp32": 1.0, "bf16": 2.0}, "fp32")):
+        monkeypatch.setattr(tr, "measure_precision", lambda *a, t=timings, **k: dict(t))
+        cfg = TrainConfig(objective="none", backbone=str(tiny_backbone), max_tokens=32, max_turns=2, batch_size=8,
+                          max_steps=1, finetune_epochs=1, precision="auto")
+        res = train(cfg, dialogues[:4], sample_schema, tmp_path / expected)
+        assert res.precision == expected
