@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -291,6 +292,12 @@ def profile_summary(prof: Path, out_txt: Path, top: int = 30) -> dict[str, Any]:
             "event loop is not counted).\n\n"
         )
         pstats.Stats(str(prof), stream=fh).sort_stats("tottime").print_stats(top)
+    # Paths as readers of the repository see them: no machine-specific prefixes.
+    text = out_txt.read_text()
+    for prefix, short in ((str(REPO) + "/", ""), (sysconfig.get_paths()["purelib"] + "/", "site-packages/"),
+                          (sysconfig.get_paths()["stdlib"] + "/", "<stdlib>/"), (str(prof), prof.name)):
+        text = text.replace(prefix, short)
+    out_txt.write_text(text)
     buckets: dict[str, float] = {}
     total = 0.0
     groups = [

@@ -91,6 +91,14 @@ def run_locust(args: argparse.Namespace, host: str, prefix: Path, summary: Path,
             raise RuntimeError(f"locust did not finish within {limit:.0f}s (log: {log_path})") from None
 
 
+def shown(path: str | Path) -> str:
+    """A path as the results files show it: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def finish(args: argparse.Namespace, prefix: Path, summary_path: Path, rc: int,
            stack: dict[str, Any]) -> dict[str, Any]:
     """Plot, merge what only the runner knows into the summary, print the headline figures."""
@@ -104,9 +112,13 @@ def finish(args: argparse.Namespace, prefix: Path, summary_path: Path, rc: int,
                              f"({stack.get('model', {}).get('variant', '?')}), peak {args.peak_users} calls",
                        slo_p99_ms=args.slo_p99_ms)
     summary["at_peak"] = peak_rate(series)
+    if "bundle" in stack:
+        stack["bundle"] = shown(stack["bundle"])
     summary["stack"] = stack
     summary["exit_code"] = rc
-    summary["files"] = {k: str(v) for k, v in {
+    if "dialogues" in summary.get("plan", {}):
+        summary["plan"]["dialogues"] = shown(summary["plan"]["dialogues"])
+    summary["files"] = {k: shown(v) for k, v in {
         "stats_csv": Path(f"{prefix}_stats.csv"), "history_csv": history, "png": png, "summary": summary_path}.items()}
     summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     t, r = summary["turns"], summary["requests"]
