@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer.model import model_device, resolve_device
 from trainer.segments import SegmentSet, build_segments, collate
 from turnwise.dialogue import Dialogue
 from turnwise.scoring import predict_indices, probabilities
@@ -29,17 +30,17 @@ def predict_segments(model: Any, seg: SegmentSet, pad_id: int, *, bf16: bool = F
     """Logits (N, C) per task for the segments ``index`` (default: all), sorted by length for speed."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     idx = np.arange(len(seg)) if index is None else np.asarray(index)
     order = idx[np.argsort([len(seg.ids[i]) for i in idx], kind="stable")]
     out: dict[str, np.ndarray] = {n: np.zeros((len(seg), seg.schema[n].num_labels), dtype=np.float32)
                                   for n in seg.schema.names()}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
-        with ctx:
-            logits = model.logits_dict(**collate(seg, chunk, pad_id))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.logits_dict(**collate(seg, chunk, pad_id, device))
         for n, v in logits.items():
-            out[n][chunk] = v.float().numpy()
+            out[n][chunk] = v.float().cpu().numpy()
     model.train(was_training)
     return out
 
@@ -124,8 +125,8 @@ class _BundleAdapter:
 
 
 def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, tasks: list[str] | None = None,
-                  variant: str = "auto") -> dict[str, Any]:
-    """Evaluate a checkpoint directory or a model bundle directory on gold-labelled dialogues."""
+                  variant: str = "auto", device: str = "auto") -> dict[str, Any]:
+    """Evaluate a checkpoint directory (on ``device``) or a model bundle directory on gold-labelled dialogues."""
     p = Path(model_path)
     if (p / "bundle.json").exists():
         from export.loader import load_bundle
@@ -139,6 +140,7 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
 
         ckpt = load_checkpoint(p)
         schema, window, tokenizer, model = ckpt.schema, ckpt.window, ckpt.tokenizer, ckpt.model
+        model.to(resolve_device(device))
         kind = "checkpoint"
     schema = schema.select(tasks)
     seg = build_segments(dialogues, schema, tokenizer, window)

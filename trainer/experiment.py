@@ -34,6 +34,8 @@ METHODS = ("finetune_only", "pointwise", "pairwise")
 
 @dataclass
 class Table1Config:
+    """One Table 1 run. The defaults are the ``cpu`` preset (see :data:`PRESETS` and docs/evidence.md)."""
+
     dataset: str = "dailydialog"
     task: str = "act"
     teacher: str = "simulated"
@@ -41,25 +43,42 @@ class Table1Config:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     ablations: bool = True  # alpha 0 / 1 and inter-session pairs (pairwise), at the smallest gold fraction
-    # CPU scale (2 cores, ~2 h for DailyDialog with both teachers): see docs/evidence.md for the reasoning.
-    train_dialogues: int = 800
-    val_dialogues: int = 100
-    test_dialogues: int | None = 400
+    train_dialogues: int | None = 800  # None or 0 = the whole split (likewise below)
+    val_dialogues: int | None = 50
+    test_dialogues: int | None = 250
     backbone: str = "minilm"
-    max_tokens: int = 48
+    max_tokens: int = 32
     max_turns: int = 3
-    pretrain_steps: int = 120
+    pretrain_steps: int = 80
     pretrain_dialogues: int = 8
-    pretrain_segments: int = 8
+    pretrain_segments: int = 6
     pretrain_lr: float = 5e-5
     finetune_epochs: int = 4
-    max_finetune_steps: int = 120
+    max_finetune_steps: int = 60
     batch_size: int = 32
     finetune_lr: float = 5e-5
     alpha: float = 0.5
     samples: int = 10  # teacher votes per turn
     noise: dict[str, Any] = field(default_factory=lambda: {"accuracy": 0.70, "drift": 1.0})
     precision: str = "auto"
+    device: str = "auto"  # CUDA when available
+
+
+# ``cpu``: fits a 2-core CPU (the four dataset x teacher runs in about two hours, two at a time with one
+# thread each); ``full``: whole splits, longer windows and training, for a GPU (``device`` auto-selects it).
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "full": {"train_dialogues": None, "val_dialogues": None, "test_dialogues": None, "max_tokens": 128,
+             "max_turns": 6, "pretrain_steps": 3000, "pretrain_segments": 12, "finetune_epochs": 10,
+             "max_finetune_steps": 3000, "samples": 30},
+}
+
+
+def preset_config(preset: str, **overrides: Any) -> Table1Config:
+    """A :class:`Table1Config` from a preset, with explicit settings (those not None) winning."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return Table1Config(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def teacher_scores(kind: str, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int, seed: int,
@@ -103,25 +122,27 @@ def load_splits(cfg: Table1Config, data: Path | None) -> tuple[list[Dialogue], l
     """Train / validation / test dialogues. ``jsonl`` datasets (the miniature test) are split 60/20/20."""
     from trainer.data import default_data_root, load_source
 
+    n_train, n_val, n_test = (n or None for n in (cfg.train_dialogues, cfg.val_dialogues, cfg.test_dialogues))
     if cfg.dataset == "jsonl":
         from turnwise.dialogue import read_jsonl
 
         assert data is not None, "--data is required with --dataset jsonl"
         dl = read_jsonl(data)
         a, b = int(0.6 * len(dl)), int(0.8 * len(dl))
-        return dl[: min(a, cfg.train_dialogues)], dl[a:b][: cfg.val_dialogues], dl[b:][: cfg.test_dialogues]
+        return dl[:a][:n_train], dl[a:b][:n_val], dl[b:][:n_test]
     root = data or default_data_root() / cfg.dataset
-    return (load_source(cfg.dataset, root, "train", max_dialogues=cfg.train_dialogues),
-            load_source(cfg.dataset, root, "validation", max_dialogues=cfg.val_dialogues),
-            load_source(cfg.dataset, root, "test", max_dialogues=cfg.test_dialogues))
+    return (load_source(cfg.dataset, root, "train", max_dialogues=n_train),
+            load_source(cfg.dataset, root, "validation", max_dialogues=n_val),
+            load_source(cfg.dataset, root, "test", max_dialogues=n_test))
 
 
 def _train_cfg(cfg: Table1Config, **kw: Any) -> TrainConfig:
-    base = dict(backbone=cfg.backbone, max_tokens=cfg.max_tokens, max_turns=cfg.max_turns, tasks=[cfg.task],
+    base: dict[str, Any] = dict(
+                backbone=cfg.backbone, max_tokens=cfg.max_tokens, max_turns=cfg.max_turns, tasks=[cfg.task],
                 pretrain_dialogues=cfg.pretrain_dialogues, pretrain_segments=cfg.pretrain_segments,
                 pretrain_lr=cfg.pretrain_lr, finetune_epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
                 finetune_lr=cfg.finetune_lr, max_steps=cfg.max_finetune_steps, alpha=cfg.alpha,
-                precision=cfg.precision, save_every=10_000, patience=2)
+                precision=cfg.precision, device=cfg.device, save_every=10_000, patience=2)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -182,7 +203,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
                 path = work / f"ft-{name}-s{seed}-g{frac}"
                 shutil.rmtree(path, ignore_errors=True)
                 res = train(fcfg, train_d, schema, path, val_dialogues=val_d)
-                report = evaluate_path(path, test_d, tasks=[cfg.task])
+                report = evaluate_path(path, test_d, tasks=[cfg.task], device=cfg.device)
                 m = report["tasks"][cfg.task]
                 runs.append({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
                              "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,

@@ -41,6 +41,24 @@ def resolve_backbone(name: str | None) -> str:
     return BACKBONE_ALIASES.get(name, name)
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> the CUDA device when one is available, else the CPU; or an explicit torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a student's weights live (the CPU for anything without parameters, e.g. an ONNX adapter)."""
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
 def _local_only(path: str) -> bool:
     # A local directory never needs the hub; an id does only if the user allowed network access.
     return Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")

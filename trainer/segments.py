@@ -102,6 +102,7 @@ def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer:
     return out
 
 
-def collate(seg: SegmentSet, index: Sequence[int] | np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+def collate(seg: SegmentSet, index: Sequence[int] | np.ndarray, pad_id: int,
+            device: torch.device | None = None) -> dict[str, torch.Tensor]:
     batch = pad_batch([seg.ids[i] for i in index], pad_id)
-    return {k: torch.from_numpy(v) for k, v in batch.items()}
+    return {k: torch.from_numpy(v).to(device) if device is not None else torch.from_numpy(v) for k, v in batch.items()}

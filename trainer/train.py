@@ -27,7 +27,7 @@ from trainer.losses import (
     pointwise_soft_label_loss,
     single_label_loss,
 )
-from trainer.model import TurnwiseModel, build_model
+from trainer.model import TurnwiseModel, build_model, model_device, resolve_device
 from trainer.pairs import PairConfig, sample_pairs
 from trainer.segments import SegmentSet, build_segments, collate
 from turnwise.dialogue import Dialogue
@@ -67,6 +67,7 @@ class TrainConfig:
     patience: int = 3  # validations without improvement before stopping
     select_metric: str = "accuracy"
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto measures both and keeps the faster
+    device: str = "auto"  # auto = CUDA when available, else CPU; or a torch device name ("cpu", "cuda:1")
     save_every: int = 50
     seed: int = 0
     tasks: list[str] | None = None
@@ -88,7 +89,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     # Settings a resumed run may change without invalidating the saved state.
-    RESUMABLE_CHANGES = ("save_every", "eval_every", "max_steps", "precision")
+    RESUMABLE_CHANGES = ("save_every", "eval_every", "max_steps", "precision", "device")
 
 
 def pick_gold_dialogues(dialogues: Sequence[Dialogue], tasks: Sequence[str], fraction: float, seed: int) -> list[int]:
@@ -101,21 +102,25 @@ def pick_gold_dialogues(dialogues: Sequence[Dialogue], tasks: Sequence[str], fra
     return sorted(rng.choice(candidates, size=k, replace=False).tolist())
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def autocast(enabled: bool, device: torch.device | str = "cpu"):
+    device_type = device.type if isinstance(device, torch.device) else device
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def measure_precision(model: TurnwiseModel, batch: dict[str, torch.Tensor], repeats: int = 3) -> dict[str, float]:
     """Seconds per forward+backward step in fp32 and bf16 autocast on the same batch (median)."""
     timings = {}
     model.train()
+    device = model_device(model)
     for name, bf16 in (("fp32", False), ("bf16", True)):
         runs = []
         for r in range(repeats + 1):
             t0 = time.perf_counter()
-            with autocast(bf16):
+            with autocast(bf16, device):
                 out = model(**batch)
             sum(o.float().sum() for o in out).backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if r:  # first run warms up kernels
                 runs.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
@@ -153,8 +158,9 @@ def _scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float) -> t
 def pretrain_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, cfg: TrainConfig,
                   rng: np.random.Generator, pad_id: int, bf16: bool) -> tuple[torch.Tensor, int]:
     """Loss of one pretraining batch (segments ``index``); returns (loss, number of pairs or targets)."""
-    batch = collate(seg, index, pad_id)
-    with autocast(bf16):
+    device = model_device(model)
+    batch = collate(seg, index, pad_id, device)
+    with autocast(bf16, device):
         logits = model.logits_dict(**batch)
     losses, count = [], 0
     dlg = np.asarray(seg.dialogue)[index]
@@ -168,25 +174,27 @@ def pretrain_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, cfg:
             continue
         f = f.float()
         if cfg.objective == "pointwise":
-            st = torch.from_numpy(np.nan_to_num(s, nan=0.0))
-            losses.append(pointwise_soft_label_loss(f, st, mask=torch.from_numpy(valid.astype(np.float32))))
+            st = torch.from_numpy(np.nan_to_num(s, nan=0.0)).to(device)
+            mask = torch.from_numpy(valid.astype(np.float32)).to(device)
+            losses.append(pointwise_soft_label_loss(f, st, mask=mask))
             count += int(valid.sum())
         else:
             pairs = sample_pairs(np.nan_to_num(s, nan=0.0), dlg, pair_cfg, rng, valid=valid)
             if len(pairs) == 0:
                 continue
-            a, b, c = (torch.from_numpy(x) for x in (pairs.first, pairs.second, pairs.cls))
-            st = torch.from_numpy(np.nan_to_num(s, nan=0.0))
+            a, b, c = (torch.from_numpy(x).to(device) for x in (pairs.first, pairs.second, pairs.cls))
+            st = torch.from_numpy(np.nan_to_num(s, nan=0.0)).to(device)
             losses.append(pairwise_preference_loss(f[a, c], f[b, c], st[a, c], st[b, c], cfg.alpha))
             count += len(pairs)
     if not losses:
-        return torch.zeros((), requires_grad=True), 0
+        return torch.zeros((), requires_grad=True, device=device), 0
     return torch.stack(losses).mean(), count
 
 
 def finetune_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, pad_id: int, bf16: bool) -> torch.Tensor:
-    batch = collate(seg, index, pad_id)
-    with autocast(bf16):
+    device = model_device(model)
+    batch = collate(seg, index, pad_id, device)
+    with autocast(bf16, device):
         logits = model.logits_dict(**batch)
     losses = []
     for name, f in logits.items():
@@ -196,12 +204,14 @@ def finetune_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, pad_
         if task.type is TaskType.multilabel:
             keep = gold[:, 0] >= 0
             if keep.any():
-                losses.append(multilabel_loss(f[torch.from_numpy(keep)], torch.from_numpy(gold[keep])))
+                losses.append(multilabel_loss(f[torch.from_numpy(keep).to(device)],
+                                              torch.from_numpy(gold[keep]).to(device)))
         else:
             keep = gold >= 0
             if keep.any():
-                losses.append(single_label_loss(f[torch.from_numpy(keep)], torch.from_numpy(gold[keep])))
-    return torch.stack(losses).sum() if losses else torch.zeros((), requires_grad=True)
+                losses.append(single_label_loss(f[torch.from_numpy(keep).to(device)],
+                                                torch.from_numpy(gold[keep]).to(device)))
+    return torch.stack(losses).sum() if losses else torch.zeros((), requires_grad=True, device=device)
 
 
 @dataclass
@@ -234,6 +244,8 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
 
         model.load_state_dict(load_file(str(Path(cfg.init_from) / "model.safetensors")), strict=True)
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
 
     use_teacher = teacher if cfg.objective != "none" else None
     seg = build_segments(train_dialogues, schema, tokenizer, window, teacher=use_teacher)
@@ -256,7 +268,7 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
 
     # Precision: bf16 autocast only where it measures faster on this CPU.
     probe = np.arange(min(len(seg), cfg.batch_size))
-    timings = measure_precision(model, collate(seg, probe, pad_id)) if cfg.precision == "auto" else {}
+    timings = measure_precision(model, collate(seg, probe, pad_id, device)) if cfg.precision == "auto" else {}
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and timings["bf16"] < timings["fp32"])
 
     state = load_training_state(out)

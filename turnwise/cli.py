@@ -257,34 +257,35 @@ def experiment_table1(
     dataset: Annotated[str, typer.Option("--dataset", help="dailydialog|meld|jsonl")] = "dailydialog",
     task: Annotated[str, typer.Option("--task")] = "act",
     teacher: Annotated[str, typer.Option("--teacher", help="simulated|zeroshot")] = "simulated",
+    preset: Annotated[str, typer.Option("--preset", help="cpu (2-core scale) | full (whole splits, for a GPU); "
+                                        "the options below override it")] = "cpu",
     data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
     tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
     gold_fractions: Annotated[str, typer.Option("--gold-fractions")] = "0.01,0.05,0.10,0.25",
     seeds: Annotated[str, typer.Option("--seeds")] = "0,1,2",
     methods: Annotated[str, typer.Option("--methods")] = "finetune_only,pointwise,pairwise",
     ablations: Annotated[bool, typer.Option("--ablations/--no-ablations")] = True,
-    train_dialogues: int = 800,
-    val_dialogues: Annotated[int, typer.Option("--val-dialogues", help="validation dialogues (early stopping)")] = 100,
-    test_dialogues: Annotated[int | None, typer.Option("--test-dialogues", help="default 400; 0 = all")] = 400,
-    pretrain_steps: int = 120,
-    pretrain_segments: Annotated[int, typer.Option("--pretrain-segments",
-                                                   help="segments per dialogue in a pretraining batch")] = 8,
-    max_finetune_steps: int = 120,
-    backbone: str = "minilm",
-    max_tokens: int = 48,
+    train_dialogues: Annotated[int | None, typer.Option(help="training dialogues (0 = all)")] = None,
+    val_dialogues: Annotated[int | None, typer.Option(help="validation dialogues for early stopping (0 = all)")] = None,
+    test_dialogues: Annotated[int | None, typer.Option(help="test dialogues (0 = all)")] = None,
+    pretrain_steps: int | None = None,
+    pretrain_segments: Annotated[int | None, typer.Option(help="segments per dialogue in a pretraining batch")] = None,
+    max_finetune_steps: int | None = None,
+    backbone: str | None = None,
+    max_tokens: int | None = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
     noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
 ) -> None:
     """The paper's Table 1 (finetune-only vs pointwise vs pairwise) with alpha and pair-mode ablations."""
-    from trainer.experiment import Table1Config, markdown, run_table1
+    from trainer.experiment import markdown, preset_config, run_table1
 
-    cfg = Table1Config(dataset=dataset, task=task, teacher=teacher,
-                       gold_fractions=[float(x) for x in gold_fractions.split(",")],
-                       seeds=[int(x) for x in seeds.split(",")], methods=[m.strip() for m in methods.split(",")],
-                       ablations=ablations, train_dialogues=train_dialogues, val_dialogues=val_dialogues,
-                       test_dialogues=test_dialogues or None, pretrain_steps=pretrain_steps,
-                       pretrain_segments=pretrain_segments, max_finetune_steps=max_finetune_steps, backbone=backbone,
-                       max_tokens=max_tokens)
-    if noise:
-        cfg.noise = json.loads(noise)
+    cfg = preset_config(preset, dataset=dataset, task=task, teacher=teacher,
+                        gold_fractions=[float(x) for x in gold_fractions.split(",")],
+                        seeds=[int(x) for x in seeds.split(",")], methods=[m.strip() for m in methods.split(",")],
+                        ablations=ablations, train_dialogues=train_dialogues,
+                        val_dialogues=val_dialogues, test_dialogues=test_dialogues,
+                        pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
+                        max_finetune_steps=max_finetune_steps, backbone=backbone, max_tokens=max_tokens,
+                        device=device, noise=json.loads(noise) if noise else None)
     result = run_table1(cfg, out, data=data, schema=load_schema(tasks, dataset) if tasks else None)
     typer.echo(markdown(result))

@@ -3,6 +3,8 @@ a handful of sample dialogues, the tiny backbone and the simulated teacher."""
 
 import json
 
+import pytest
+
 from trainer.experiment import Table1Config, run_table1
 from turnwise.tasks import load_tasks
 
@@ -35,3 +37,16 @@ def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
     assert "| pairwise |" in md and "Macro-F1" in md
     assert result["runs"][0]["settings"]["gold_fraction"] == 0.5
     assert not (tmp_path / "work-jsonl-simulated").exists()
+
+
+def test_presets_and_overrides():
+    from trainer.experiment import PRESETS, preset_config
+
+    cpu = preset_config("cpu")
+    assert cpu == Table1Config()  # the dataclass defaults are the cpu preset
+    full = preset_config("full", max_tokens=64, test_dialogues=None)
+    assert full.train_dialogues is None and full.pretrain_steps == PRESETS["full"]["pretrain_steps"]
+    assert full.max_tokens == 64  # an explicit setting wins over the preset
+    assert full.test_dialogues is None  # None = not given: the preset's value stays
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset_config("huge")

@@ -197,3 +197,21 @@ def test_precision_auto_keeps_the_faster_measured_option(tmp_path, tiny_backbone
                           max_steps=1, finetune_epochs=1, precision="auto")
         res = train(cfg, dialogues[:4], sample_schema, tmp_path / expected)
         assert res.precision == expected
+
+
+def test_device_selection(monkeypatch):
+    from trainer.model import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_training_and_evaluation_run_on_cuda(tmp_path, tiny_backbone, sample_schema, dialogues):
+    cfg = TrainConfig(objective="none", backbone=str(tiny_backbone), max_tokens=32, max_turns=2, batch_size=8,
+                      max_steps=2, finetune_epochs=1, precision="bf16", device="cuda")
+    train(cfg, dialogues[:4], sample_schema, tmp_path / "ckpt", val_dialogues=dialogues[4:6])
+    report = evaluate_path(tmp_path / "ckpt", dialogues[6:8], device="cuda")
+    assert 0.0 <= report["tasks"]["act"]["accuracy"] <= 1.0
