@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUNS ?= runs
 
-.PHONY: help demo test check bench loadtest clean system-deps helm
+.PHONY: help demo test check bench evidence loadtest clean system-deps helm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: $(STAMP) ## benchmarks -> benchmarks/results/
 	$(PY) -m benchmarks.train_throughput
 	@if [ -f benchmarks/backends.py ]; then $(PY) -m benchmarks.backends; fi
 	@if [ -f benchmarks/service_bench.py ]; then $(PY) -m benchmarks.service_bench; fi
+
+evidence: $(STAMP) ## the paper's Table 1 on DailyDialog and MELD (cpu preset, ~2.5 h on 2 cores) -> benchmarks/results/
+	@bash scripts/evidence.sh
 
 LOADTEST_ARGS ?=
 
