@@ -1,5 +1,5 @@
 """The load test's smoke run (part of make test): a real redis-server, ``turnwise serve`` on the tiny
-bundle and locust headless for ~15 s, through the same ``python -m loadtests.run`` that make loadtest
+bundle and locust headless for ~30 s, through the same ``python -m loadtests.run`` that make loadtest
 runs; then the same with an impossible SLO, which must fail the run."""
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ def tiny_bundle(tiny_checkpoint_session: Path, tmp_path_factory: pytest.TempPath
                       version="1")
 
 
-def run_loadtest(out: Path, bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def run_loadtest(out: Path, bundle: Path, *extra: str, hold_s: int = 12) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "loadtests.run", "--bundle", str(bundle), "--out", str(out),
-           "--logs", str(out / "logs"), "--peak-users", "6", "--ramp-s", "4", "--ramp-steps", "2", "--hold-s", "12",
-           "--turn-pause-min", "0.2", "--turn-pause-max", "0.5", *extra]
+           "--logs", str(out / "logs"), "--peak-users", "6", "--ramp-s", "4", "--ramp-steps", "2",
+           "--hold-s", str(hold_s), "--turn-pause-min", "0.2", "--turn-pause-max", "0.5", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
 
 
 def test_smoke_run_passes_its_gate_and_writes_the_results(tiny_bundle: Path, tmp_path: Path):
-    r = run_loadtest(tmp_path, tiny_bundle, "--slo-p99-ms", "5000", "--slo-max-error-ratio", "0.05")
+    r = run_loadtest(tmp_path, tiny_bundle, "--slo-p99-ms", "5000", "--slo-max-error-ratio", "0.05", hold_s=26)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_summary.json", "_latency.png"):
         assert (tmp_path / f"loadtest{suffix}").stat().st_size > 0, suffix
@@ -46,7 +46,7 @@ def test_smoke_run_passes_its_gate_and_writes_the_results(tiny_bundle: Path, tmp
     assert summary["exit_code"] == 0 and summary["slo"]["passed"], summary["slo"]
     assert summary["turns"]["requests"] > 0 and summary["requests"]["requests"] >= summary["turns"]["requests"]
     assert summary["turns"]["p99_ms"] > 0 and summary["at_peak"]["turns_per_s"] > 0
-    assert summary["peak_users"] == 6
+    assert summary["peak_users"] == 6 and summary["duration_s"] >= 28  # ramp 4 s + hold 26 s
     assert summary["stack"]["store"] == "redis" and summary["stack"]["model"]["version"] == "1"
     assert summary["stack"]["server"]["stage_mean_ms"]["inference"] > 0  # the server's view, from /metrics
 
