@@ -147,6 +147,14 @@ def _train_cfg(cfg: Table1Config, **kw: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _every(n: int):
+    """A training progress callback that logs one line every ``n`` steps (runs last minutes to hours)."""
+    def progress(phase: str, step: int, total: int, shown: dict[str, float]) -> None:
+        if step % n == 0 or step == total:
+            console.log(f"  {phase} step {step}/{total} loss {shown.get('loss', float('nan')):.4f}")
+    return progress
+
+
 def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, schema: TaskSchema | None = None,
                keep_checkpoints: bool = False) -> dict[str, Any]:
     from trainer.data import source_tasks
@@ -187,7 +195,8 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
             pcfg = _train_cfg(cfg, seed=seed, pretrain_steps=cfg.pretrain_steps, finetune_epochs=0, **over)
             path = work / f"pre-{name}-s{seed}"
             shutil.rmtree(path, ignore_errors=True)
-            train(pcfg, train_d, schema, path, teacher=records, teacher_info=tinfo)
+            console.log(f"seed {seed}: {name} pretraining, {cfg.pretrain_steps} steps")
+            train(pcfg, train_d, schema, path, teacher=records, teacher_info=tinfo, progress=_every(50))
             pretrained[name] = path
             pre_wall[name] = round(time.perf_counter() - t0, 1)
         for frac_i, frac in enumerate(cfg.gold_fractions):
