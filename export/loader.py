@@ -253,7 +253,7 @@ def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cp
         max_tokens=int(manifest["window"]["max_tokens"]),
         intra_op_threads=intra_op_threads,
         cache_dir=trt_cache,
-        fp16=True,
+        fp16=chosen == "fp16",  # TensorRT may pick fp16 kernels only for the variant whose parity allows them
     )
     bundle = LoadedBundle(root, manifest, chosen, provider_key, session, tokenizer)
     if warmup:

@@ -202,3 +202,25 @@ def test_tensorrt_fp16_loads_with_engine_cache(tiny_bundle_session: Path, tmp_pa
     b = load_bundle(tiny_bundle_session, variant="fp16", providers="tensorrt", cache_dir=tmp_path / "trt")
     assert b.providers[0] == "TensorrtExecutionProvider"
     assert any((tmp_path / "trt").iterdir())
+
+
+def test_gpu_provider_settings_are_built_without_a_gpu(tmp_path):
+    """The CUDA/TensorRT settings (checked here as data, since CI has no GPU): priority order with CPU last,
+    TensorRT fp16 with an on-disk engine + timing cache and one profile covering every request shape."""
+    from export.providers import TRT_MAX_BATCH, provider_list
+
+    names = ["input_ids", "attention_mask"]
+    assert [n for n, _ in provider_list("cpu", input_names=names, max_tokens=128)] == ["CPUExecutionProvider"]
+    cuda = provider_list("cuda", input_names=names, max_tokens=128)
+    assert [n for n, _ in cuda] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert cuda[0][1]["device_id"] == 0
+    trt = provider_list("tensorrt", input_names=names, max_tokens=96, cache_dir=tmp_path / "trt", fp16=True)
+    assert [n for n, _ in trt] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    opts = trt[0][1]
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
+    assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(tmp_path / "trt")
+    assert (tmp_path / "trt").is_dir()
+    assert opts["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert opts["trt_profile_max_shapes"] == f"input_ids:{TRT_MAX_BATCH}x96,attention_mask:{TRT_MAX_BATCH}x96"
+    assert provider_list("tensorrt", input_names=names, max_tokens=96, cache_dir=tmp_path / "t2",
+                         fp16=False)[0][1]["trt_fp16_enable"] is False
