@@ -190,7 +190,7 @@ def export(
 def serve(
     bundle: Annotated[Path | None, typer.Option("--bundle", help="model bundle (or TURNWISE_BUNDLE)")] = None,
     host: Annotated[str | None, typer.Option(help="default: TURNWISE_HOST, else 127.0.0.1")] = None,
-    port: Annotated[int | None, typer.Option(help="default: TURNWISE_PORT, else 8000")] = None,
+    port: Annotated[int | None, typer.Option(help="default: TURNWISE_PORT, else 8080")] = None,
 ) -> None:
     """Serve a bundle over REST and WebSocket (settings from TURNWISE_* env vars)."""
     from service.cli import run_serve
