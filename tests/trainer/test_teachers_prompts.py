@@ -44,6 +44,7 @@ def _schemas():
 def test_every_task_has_three_different_prompts(bank, where, schema):
     for name in schema.names():
         tp = bank.for_task(name, schema[name])
+        assert tp.path is not None  # a written bank file, not the generic fallback
         assert len(tp.prompts) >= 3
         assert {"choice", "lines_json", "label_json"} <= {p.style for p in tp.prompts}
         assert len({p.user for p in tp.prompts}) == len(tp.prompts)
@@ -57,8 +58,43 @@ def test_emotion_files_are_told_apart_by_labels(bank):
     dd = bank.for_task("emotion", source_tasks("dailydialog")["emotion"])
     meld = bank.for_task("emotion", source_tasks("meld")["emotion"])
     assert dd.path != meld.path
+    strict = PromptBank.load(fallback=False)
     with pytest.raises(DataError, match="no prompts for task"):
-        bank.for_task("emotion", Task(type=TaskType.multiclass, labels=["calm", "upset"]))
+        strict.for_task("emotion", Task(type=TaskType.multiclass, labels=["calm", "upset"]))
+
+
+@pytest.mark.parametrize("source", ["multiwoz", "sgd", "multidogo"])
+def test_tasks_without_a_bank_file_get_generic_prompts_that_render_and_parse(bank, source):
+    from trainer.data import source_tasks
+    from trainer.teachers.prompts import parse_turn_answer
+    from trainer.teachers.scores import MAX_MULTILABEL_CLASSES
+
+    schema = source_tasks(source)
+    turns = _dialogue(4).turns
+    for name in schema.names():
+        task = schema[name]
+        if task.type is TaskType.multilabel and len(task.labels) > MAX_MULTILABEL_CLASSES:
+            continue  # refused by the teachers with a clear error (see test_teachers_scores)
+        tp = bank.for_task(name, task)
+        assert tp.path is None and len(tp.prompts) == 3 and len({p.user for p in tp.prompts}) == 3
+        assert {p.style for p in tp.prompts} >= {"label_json", "lines_json"}
+        multi = task.type is TaskType.multilabel
+        a, b = task.labels[1], task.labels[-1]
+        for prompt in tp.prompts:
+            if prompt.style == "lines_json":
+                text = render_dialogue(tp, prompt, turns)[-1]["content"]
+                assert "4. " in text and a in text
+                votes = parse_lines_json(json.dumps({a: [1, 2], b: [2]}), task.labels, 4, multilabel=multi)
+                assert votes[0] == ((1 << 1) if multi else 1)
+                continue
+            text = render_turn(tp, prompt, turns, 2, WindowConfig(max_turns=3, max_tokens=64))[-1]["content"]
+            assert "utterance number 2" in text and "$" not in text
+            if prompt.style == "label_json":
+                answer = json.dumps({"labels": [a, b]} if multi else {"label": b})
+                expected = (1 << 1) | (1 << (len(task.labels) - 1)) if multi else len(task.labels) - 1
+            else:
+                answer, expected = ("B", 1 << 1) if multi else ("B", 1)
+            assert parse_turn_answer(prompt, answer, task.labels, task.type) == expected
 
 
 def _dialogue(n: int) -> Dialogue:

@@ -91,6 +91,8 @@ class TaskPrompts(BaseModel):
         if len(set(ids)) != len(ids):
             raise ValueError("prompt ids must be unique")
         for p in self.prompts:
+            if p.style == "choice" and len(self.labels) > len(LETTERS):
+                raise ValueError(f"prompt {p.id}: a lettered choice prompt takes at most {len(LETTERS)} labels")
             if p.default_label is not None and p.default_label not in self.labels:
                 raise ValueError(f"prompt {p.id}: default_label '{p.default_label}' is not a label")
             for text in (p.system, p.user):
@@ -116,12 +118,13 @@ def _dummy_vars() -> dict[str, str]:
 class PromptBank:
     """All bank files of a folder, looked up by task name and label list."""
 
-    def __init__(self, entries: Sequence[TaskPrompts], root: Path | None = None):
+    def __init__(self, entries: Sequence[TaskPrompts], root: Path | None = None, fallback: bool = True):
         self.entries = list(entries)
         self.root = root
+        self.fallback = fallback  # tasks without a file get generic_prompts(); False = refuse them
 
     @classmethod
-    def load(cls, root: str | Path | None = None) -> PromptBank:
+    def load(cls, root: str | Path | None = None, fallback: bool = True) -> PromptBank:
         folder = Path(root) if root is not None else DEFAULT_BANK
         if not folder.is_dir():
             raise DataError("prompt bank folder not found", path=str(folder))
@@ -140,11 +143,12 @@ class PromptBank:
                 raise DataError(msg, path=str(path)) from None
         if not entries:
             raise DataError("no prompt files (*.yaml) in the prompt bank", path=str(folder))
-        return cls(entries, folder)
+        return cls(entries, folder, fallback=fallback)
 
     def for_task(self, name: str, task: Task) -> TaskPrompts:
         """The entry with this task name and exactly these labels (in any order); else the only entry with
-        these labels; else a DataError that lists what the bank has."""
+        these labels; else generic prompts built from the task's labels (a DataError listing what the bank has
+        when ``fallback`` is off)."""
         same = [e for e in self.entries if set(e.labels) == set(task.labels)]
         named = [e for e in same if e.task == name]
         if len(named) == 1:
@@ -153,8 +157,62 @@ class PromptBank:
             raise DataError(f"prompt bank has {len(named)} files for task '{name}' with labels {task.labels}")
         if len(same) == 1:
             return same[0]
+        if self.fallback:
+            return generic_prompts(name, task)
         have = ", ".join(f"{e.task} {e.labels}" for e in self.entries)
         raise DataError(f"no prompts for task '{name}' with labels {task.labels} in {self.root} (bank has: {have})")
+
+
+# Prompts for a task without a bank file (e.g. MultiWOZ/SGD/MultiDoGO intents and slots): the same three
+# styles, worded for any label set, with definitions made from the label names. A task-specific file with
+# real definitions labels better; these make every task of every adapter labelable by an LLM.
+_GENERIC_SYSTEM = "You annotate utterances of task-oriented conversations. You reply with JSON only."
+_GENERIC_MULTI = "every label that applies (an empty list if none)"
+
+
+def _label_words(label: str) -> str:
+    words = re.sub(r"[_\-.:/]+", " ", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", label)).strip().lower()
+    return words or label
+
+
+def generic_prompts(name: str, task: Task) -> TaskPrompts:
+    """Label-json, whole-dialogue and (up to 26 labels) multiple-choice prompts for any task."""
+    multi = task.type is TaskType.multilabel
+    what = task.description.strip() or f"the {_label_words(name)} of an utterance"
+    answer = f'{{"labels": [{_GENERIC_MULTI}]}}' if multi else '{"label": "<one of $label_list>"}'
+    lines_rule = ("List each line number under every label that applies to it (a line may have several or none)."
+                  if multi else "Put every line number from 1 to $n_lines under exactly one label.")
+    prompts = [
+        {"id": f"{name}.generic.label_json.v1", "style": "label_json", "unit": "turn", "max_tokens": 120,
+         "system": _GENERIC_SYSTEM,
+         "user": "Task: $task_description\n\nLabels:\n$definitions\n\nEarlier in the conversation:\n$context\n\n"
+                 f"Utterance to label:\n$utterance\n\nReply as {answer}."},
+        {"id": f"{name}.generic.lines_json.v1", "style": "lines_json", "unit": "dialogue", "max_tokens": 600,
+         "system": _GENERIC_SYSTEM,
+         "user": "Task: $task_description\n\nA whole conversation, one numbered line per utterance ([usr] and [sys] "
+                 "mark the two speakers):\n\n$lines\n\nLabels:\n$definitions\n\n"
+                 f"{lines_rule} Reply with a JSON object with the keys $json_keys whose values are lists of "
+                 "line numbers."},
+    ]
+    if len(task.labels) <= len(LETTERS):
+        prompts.append(
+            {"id": f"{name}.generic.choice.v1", "style": "choice", "unit": "turn", "max_tokens": 24,
+             "system": "You label utterances of conversations. You answer with letters only.",
+             "user": "Conversation so far:\n$context\n\nUtterance:\n$utterance\n\nTask: $task_description\n"
+                     "$options\n\n" + ("Answer with the letters of all options that apply, separated by commas, "
+                                         "or NONE." if multi else "Answer with the letter of the best option only.")})
+    else:  # too many labels for lettered options: a second, differently worded label prompt
+        prompts.append(
+            {"id": f"{name}.generic.label_json_reasoned.v1", "style": "label_json", "unit": "turn",
+             "max_tokens": 160, "system": _GENERIC_SYSTEM,
+             "user": "Earlier in the conversation:\n$context\n\nNew utterance:\n$utterance\n\n"
+                     "Possible labels: $label_list\n\nTask: $task_description. First say in a few words what the "
+                     'speaker wants, then decide. Reply as {"reason": "<short>", '
+                     + (f'"labels": [{_GENERIC_MULTI}]}}.' if multi else '"label": "<one of the labels>"}.')})
+    return TaskPrompts(
+        task=name, labels=list(task.labels), description=what, prompts=prompts, path=None,
+        label_descriptions={lab: [f"The utterance is about '{_label_words(lab)}'.", _label_words(lab)]
+                            for lab in task.labels})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,7 +228,8 @@ def _common_vars(tp: TaskPrompts, prompt: PromptTemplate) -> dict[str, str]:
     return {
         "task_description": tp.description.strip(),
         "label_list": ", ".join(tp.labels),
-        "options": "\n".join(f"{LETTERS[i]}) {lab}: {tp.definition(lab)}" for i, lab in enumerate(tp.labels)),
+        "options": "\n".join(f"{LETTERS[i]}) {lab}: {tp.definition(lab)}"
+                             for i, lab in enumerate(tp.labels[: len(LETTERS)])),  # choice: <= 26 (validated)
         "definitions": "\n".join(f"- {lab}: {tp.definition(lab)}" for lab in tp.labels),
         "json_keys": ", ".join(f'"{k}"' for k in keys),
     }
