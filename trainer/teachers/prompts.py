@@ -178,7 +178,7 @@ def _label_words(label: str) -> str:
 def generic_prompts(name: str, task: Task) -> TaskPrompts:
     """Label-json, whole-dialogue and (up to 26 labels) multiple-choice prompts for any task."""
     multi = task.type is TaskType.multilabel
-    what = task.description.strip() or f"the {_label_words(name)} of an utterance"
+    what = (task.description or "").strip() or f"the {_label_words(name)} of an utterance"
     answer = f'{{"labels": [{_GENERIC_MULTI}]}}' if multi else '{"label": "<one of $label_list>"}'
     lines_rule = ("List each line number under every label that applies to it (a line may have several or none)."
                   if multi else "Put every line number from 1 to $n_lines under exactly one label.")
