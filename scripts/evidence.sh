@@ -34,6 +34,10 @@ for drift in 1.0 0.0; do
     --gold-fractions 0.01,0.05 --methods pointwise,pairwise --no-ablations --pretrain-steps 400 \
     --noise "{\"accuracy\": 0.70, \"drift\": $drift}" --out "$OUT/investigation/pretrain400-drift$drift"
 done
+# ... and does a faster head learning rate while pretraining (the encoder's 5e-5 barely moves fresh heads)?
+lane investigation-headlr --dataset dailydialog --task act --teacher simulated --seeds 0 \
+  --gold-fractions 0.01,0.05 --methods pointwise,pairwise --no-ablations --pretrain-head-lr 1e-3 \
+  --out "$OUT/investigation/headlr1e-3-drift1.0"
 wait $A
 wait $B
 echo "Table 1 outputs in $OUT (table1-*.json/.md/.png); write-up: docs/evidence.md"

@@ -53,6 +53,7 @@ class Table1Config:
     pretrain_dialogues: int = 8
     pretrain_segments: int = 6
     pretrain_lr: float = 5e-5
+    pretrain_head_lr: float | None = None  # None = pretrain_lr (see TrainConfig)
     finetune_epochs: int = 4
     max_finetune_steps: int = 60
     batch_size: int = 32
@@ -140,7 +141,8 @@ def _train_cfg(cfg: Table1Config, **kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(
                 backbone=cfg.backbone, max_tokens=cfg.max_tokens, max_turns=cfg.max_turns, tasks=[cfg.task],
                 pretrain_dialogues=cfg.pretrain_dialogues, pretrain_segments=cfg.pretrain_segments,
-                pretrain_lr=cfg.pretrain_lr, finetune_epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
+                pretrain_lr=cfg.pretrain_lr, pretrain_head_lr=cfg.pretrain_head_lr,
+                finetune_epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
                 finetune_lr=cfg.finetune_lr, max_steps=cfg.max_finetune_steps, alpha=cfg.alpha,
                 precision=cfg.precision, device=cfg.device, save_every=10_000, patience=2)
     base.update(kw)

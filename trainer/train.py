@@ -54,6 +54,7 @@ class TrainConfig:
     pretrain_dialogues: int = 8  # dialogues per pretraining batch: all their segments, all their pairs
     pretrain_segments: int = 12  # at most this many segments per dialogue in a batch
     pretrain_lr: float = 5e-5
+    pretrain_head_lr: float | None = None  # learning rate of the heads while pretraining; None = pretrain_lr
     finetune_epochs: int = 5
     batch_size: int = 32
     # Finetuning a pretrained encoder on a handful of gold dialogues erases what pretraining taught
@@ -277,7 +278,8 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
 
     def make_phase(phase: str):
         if phase == "pretrain":
-            opt = _optimizer(model, cfg.pretrain_lr, cfg.pretrain_lr, cfg.weight_decay)
+            head_lr = cfg.pretrain_lr if cfg.pretrain_head_lr is None else cfg.pretrain_head_lr
+            opt = _optimizer(model, cfg.pretrain_lr, head_lr, cfg.weight_decay)
             return phase, opt, _scheduler(opt, pretrain_steps, cfg.warmup_ratio)
         opt = _optimizer(model, cfg.finetune_lr, cfg.head_lr, cfg.weight_decay)
         return phase, opt, _scheduler(opt, max(1, finetune_steps), cfg.warmup_ratio)

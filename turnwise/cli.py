@@ -271,6 +271,8 @@ def experiment_table1(
     pretrain_steps: int | None = None,
     pretrain_segments: Annotated[int | None, typer.Option(help="segments per dialogue in a pretraining batch")] = None,
     max_finetune_steps: int | None = None,
+    pretrain_head_lr: Annotated[float | None, typer.Option(help="heads' learning rate while pretraining "
+                                                          "(default: the encoder's)")] = None,
     backbone: str | None = None,
     max_tokens: int | None = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
@@ -285,7 +287,8 @@ def experiment_table1(
                         ablations=ablations, train_dialogues=train_dialogues,
                         val_dialogues=val_dialogues, test_dialogues=test_dialogues,
                         pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
-                        max_finetune_steps=max_finetune_steps, backbone=backbone, max_tokens=max_tokens,
+                        max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
+                        max_tokens=max_tokens,
                         device=device, noise=json.loads(noise) if noise else None)
     result = run_table1(cfg, out, data=data, schema=load_schema(tasks, dataset) if tasks else None)
     typer.echo(markdown(result))
