@@ -22,10 +22,10 @@ lane() {  # lane NAME ARGS...: one table1 run, logged
 }
 
 ( lane dailydialog-simulated --dataset dailydialog --task act --teacher simulated &&
-  lane meld-simulated --dataset meld --task sentiment --teacher simulated --test-dialogues 200 --no-ablations ) &
+  lane meld-simulated --dataset meld --task sentiment --teacher simulated --val-dialogues 40 --test-dialogues 150 --no-ablations ) &
 A=$!
 ( lane dailydialog-zeroshot --dataset dailydialog --task act --teacher zeroshot &&
-  lane meld-zeroshot --dataset meld --task sentiment --teacher zeroshot --test-dialogues 200 --no-ablations ) &
+  lane meld-zeroshot --dataset meld --task sentiment --teacher zeroshot --val-dialogues 40 --test-dialogues 150 --no-ablations ) &
 B=$!
 # Investigation (docs/evidence.md): does longer pretraining separate pairwise from pointwise, and does the
 # per-dialogue drift of the simulated teacher (the paper's H2) matter? One seed, 1% and 5% gold.
