@@ -318,3 +318,16 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / f"{stem}.png")
+
+
+def render_outputs(json_path: str | Path) -> Path:
+    """Re-render the Markdown and PNG next to a finished run's JSON; returns the Markdown path."""
+    path = Path(json_path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable table1 result ({err})") from None
+    if not {"dataset", "teacher", "methods", "gold_fractions"} <= set(result):
+        raise ValueError(f"{path}: not a table1 result (missing dataset/teacher/methods/gold_fractions)")
+    write_outputs(result, path.parent)
+    return path.parent / f"table1-{result['dataset']}-{result['teacher']}.md"

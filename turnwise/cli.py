@@ -251,6 +251,15 @@ def main() -> None:
 
 
 
+@experiment_app.command("render")
+def experiment_render(results: Annotated[list[Path], typer.Argument(help="table1-*.json files")]) -> None:
+    """Rewrite the Markdown table and PNG of finished Table 1 runs from their JSON (no training)."""
+    from trainer.experiment import render_outputs
+
+    for path in results:
+        typer.echo(render_outputs(path))
+
+
 @experiment_app.command("table1")
 def experiment_table1(
     out: Annotated[Path, typer.Option("--out")] = Path("benchmarks/results"),

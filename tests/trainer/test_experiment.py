@@ -38,6 +38,17 @@ def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
     assert result["runs"][0]["settings"]["gold_fraction"] == 0.5
     assert not (tmp_path / "work-jsonl-simulated").exists()
 
+    # the report re-renders from the JSON alone (no training)
+    from trainer.experiment import render_outputs
+
+    (tmp_path / "table1-jsonl-simulated.md").unlink()
+    (tmp_path / "table1-jsonl-simulated.png").unlink()
+    assert render_outputs(tmp_path / "table1-jsonl-simulated.json").read_text() == md
+    assert (tmp_path / "table1-jsonl-simulated.png").stat().st_size > 1000
+    (tmp_path / "other.json").write_text('{"runs": []}')
+    with pytest.raises(ValueError, match="not a table1 result"):
+        render_outputs(tmp_path / "other.json")
+
 
 def test_presets_and_overrides():
     from trainer.experiment import PRESETS, preset_config
