@@ -303,6 +303,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             mean, std = np.array(m[key], float), np.array(m[std_key], float)
             ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=name)
         ax.set_xscale("log")
+        ticks = [100 * f for f in result["gold_fractions"]]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("gold dialogues (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
