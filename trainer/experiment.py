@@ -246,7 +246,8 @@ def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, An
         return float(np.mean(vals)), float(np.std(vals))
 
     methods: dict[str, Any] = {}
-    for name in sorted({r["method"] for r in runs}, key=lambda n: (n not in METHODS, n)):
+    present = {r["method"] for r in runs}
+    for name in [n for n in METHODS if n in present] + sorted(present - set(METHODS)):
         fracs = cfg.gold_fractions if name in METHODS else cfg.gold_fractions[:1]
         acc = [stats(name, f, "accuracy") for f in fracs]
         f1 = [stats(name, f, "macro_f1") for f in fracs]
@@ -262,7 +263,9 @@ def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, An
 def _table(result: dict[str, Any], mean_key: str, std_key: str) -> list[str]:
     fr = result["gold_fractions"]
     lines = [f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |", "|---" * (len(fr) + 1) + "|"]
-    for name, m in result["methods"].items():
+    names = [n for n in METHODS if n in result["methods"]] + sorted(set(result["methods"]) - set(METHODS))
+    for name in names:
+        m = result["methods"][name]
         cells = []
         for f in fr:
             if f in m["gold_fractions"]:
