@@ -61,3 +61,26 @@ def test_presets_and_overrides():
     assert full.test_dialogues is None  # None = not given: the preset's value stays
     with pytest.raises(ValueError, match="preset must be one of"):
         preset_config("huge")
+
+
+def test_table1_command_line(tmp_path, tiny_backbone, samples_dir):
+    """`turnwise experiment table1` wires its options over the preset (here: the miniature, via JSONL)."""
+    from typer.testing import CliRunner
+
+    from turnwise.cli import app
+
+    args = ["experiment", "table1", "--dataset", "jsonl", "--task", "act", "--teacher", "simulated",
+            "--data", str(samples_dir / "dialogues.jsonl"), "--tasks", str(samples_dir / "tasks.yaml"),
+            "--out", str(tmp_path), "--seeds", "3", "--gold-fractions", "0.5", "--methods", "finetune_only,pointwise",
+            "--no-ablations", "--train-dialogues", "8", "--val-dialogues", "2", "--test-dialogues", "3",
+            "--pretrain-steps", "2", "--max-finetune-steps", "2", "--backbone", str(tiny_backbone),
+            "--max-tokens", "24", "--pretrain-head-lr", "1e-3", "--noise", '{"accuracy": 0.6}', "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
+    cfg = saved["config"]
+    assert (cfg["train_dialogues"], cfg["val_dialogues"], cfg["test_dialogues"]) == (8, 2, 3)
+    assert cfg["seeds"] == [3] and cfg["pretrain_head_lr"] == 1e-3 and cfg["noise"] == {"accuracy": 0.6}
+    assert cfg["pretrain_segments"] == Table1Config().pretrain_segments  # not given: the cpu preset's
+    assert saved["sizes"] == {"train": 8, "validation": 2, "test": 3}
+    assert "| pointwise |" in r.output
