@@ -246,8 +246,7 @@ def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, An
         return float(np.mean(vals)), float(np.std(vals))
 
     methods: dict[str, Any] = {}
-    present = {r["method"] for r in runs}
-    for name in [n for n in METHODS if n in present] + sorted(present - set(METHODS)):
+    for name in _in_paper_order({r["method"] for r in runs}):
         fracs = cfg.gold_fractions if name in METHODS else cfg.gold_fractions[:1]
         acc = [stats(name, f, "accuracy") for f in fracs]
         f1 = [stats(name, f, "macro_f1") for f in fracs]
@@ -260,11 +259,16 @@ def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, An
             "runs": runs}
 
 
+def _in_paper_order(names: Any) -> list[str]:
+    """Table 1's methods in the paper's order, then the ablations alphabetically."""
+    present = set(names)
+    return [n for n in METHODS if n in present] + sorted(present - set(METHODS))
+
+
 def _table(result: dict[str, Any], mean_key: str, std_key: str) -> list[str]:
     fr = result["gold_fractions"]
     lines = [f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |", "|---" * (len(fr) + 1) + "|"]
-    names = [n for n in METHODS if n in result["methods"]] + sorted(set(result["methods"]) - set(METHODS))
-    for name in names:
+    for name in _in_paper_order(result["methods"]):
         m = result["methods"][name]
         cells = []
         for f in fr:
@@ -319,11 +323,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> None:
+def write_outputs(result: dict[str, Any], out: Path) -> Path:
+    """JSON, Markdown and PNG of a run; returns the Markdown path."""
     stem = f"table1-{result['dataset']}-{result['teacher']}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     (out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / f"{stem}.png")
+    return out / f"{stem}.md"
 
 
 def render_outputs(json_path: str | Path) -> Path:
@@ -335,5 +341,4 @@ def render_outputs(json_path: str | Path) -> Path:
         raise ValueError(f"{path}: not a readable table1 result ({err})") from None
     if not {"dataset", "teacher", "methods", "gold_fractions"} <= set(result):
         raise ValueError(f"{path}: not a table1 result (missing dataset/teacher/methods/gold_fractions)")
-    write_outputs(result, path.parent)
-    return path.parent / f"table1-{result['dataset']}-{result['teacher']}.md"
+    return write_outputs(result, path.parent)

@@ -105,4 +105,5 @@ def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer:
 def collate(seg: SegmentSet, index: Sequence[int] | np.ndarray, pad_id: int,
             device: torch.device | None = None) -> dict[str, torch.Tensor]:
     batch = pad_batch([seg.ids[i] for i in index], pad_id)
-    return {k: torch.from_numpy(v).to(device) if device is not None else torch.from_numpy(v) for k, v in batch.items()}
+    tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+    return tensors if device is None else {k: t.to(device) for k, t in tensors.items()}
