@@ -220,6 +220,9 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
     else:
         ckpt_dir = Path(checkpoint)
         ckpt = load_checkpoint(ckpt_dir)
+    if ckpt.window.streaming:
+        raise ExportError(f"this checkpoint uses the streaming encoder ({ckpt.window.format}); its ONNX step graph "
+                          "is not exported yet: train with --encoder flat for a bundle the service can load")
     ckpt.model.eval()
     meta = ckpt.meta
     cfg = TurnwiseOnnxConfig(tasks=tuple(ckpt.schema.names()), opset=opts.opset or DEFAULT_OPSET)

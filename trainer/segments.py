@@ -50,39 +50,44 @@ class SegmentSet:
 TeacherScores = Mapping[tuple[str, str], Any]  # (dialogue_id, task) -> record with .scores (L, C)
 
 
-def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer: Any, window: WindowConfig,
-                   teacher: TeacherScores | None = None) -> SegmentSet:
-    out = SegmentSet(schema=schema, dialogue_ids=[d.dialogue_id for d in dialogues])
-    windows: list[list[Any]] = []
+def _check_teacher(dlg: Dialogue, schema: TaskSchema, teacher: TeacherScores | None) -> dict[str, np.ndarray]:
+    """The teacher's (L, C) scores of one dialogue per task, NaN rows where every vote abstained."""
+    scored = {}
+    for name in schema.names():
+        rec = teacher.get((dlg.dialogue_id, name)) if teacher else None
+        if rec is None:
+            continue
+        rec_labels = getattr(rec, "labels", None)
+        if rec_labels is not None and list(rec_labels) != schema[name].labels:
+            raise DataError(f"teacher scores for task '{name}' use labels {list(rec_labels)}, the schema has "
+                            f"{schema[name].labels}")
+        arr = np.asarray(rec.scores, dtype=np.float32)
+        if arr.shape != (len(dlg.turns), schema[name].num_labels):
+            raise DataError(f"teacher scores for dialogue '{dlg.dialogue_id}' task '{name}' have shape "
+                            f"{arr.shape}, expected ({len(dlg.turns)}, {schema[name].num_labels})")
+        valid = getattr(rec, "valid", None)  # turns where every vote abstained have no score
+        if valid is not None:
+            arr[~np.asarray(valid, dtype=bool)] = np.nan
+        scored[name] = arr
+    return scored
+
+
+def fill_targets(out: SegmentSet, dialogues: Sequence[Dialogue], teacher: TeacherScores | None = None) -> None:
+    """One row per turn of every dialogue, in order: its dialogue, turn index, gold targets and teacher
+    scores. Rows are what the losses and metrics read; ``out.ids`` (the model input) is the caller's."""
+    schema = out.schema
     gold_rows: dict[str, list[Any]] = {n: [] for n in schema.names()}
     teacher_rows: dict[str, list[np.ndarray]] = {n: [] for n in schema.names()}
     for di, dlg in enumerate(dialogues):
-        scored = {}
-        for name in schema.names():
-            rec = teacher.get((dlg.dialogue_id, name)) if teacher else None
-            if rec is not None:
-                rec_labels = getattr(rec, "labels", None)
-                if rec_labels is not None and list(rec_labels) != schema[name].labels:
-                    raise DataError(f"teacher scores for task '{name}' use labels {list(rec_labels)}, the schema has "
-                                    f"{schema[name].labels}")
-                arr = np.asarray(rec.scores, dtype=np.float32)
-                if arr.shape != (len(dlg.turns), schema[name].num_labels):
-                    raise DataError(f"teacher scores for dialogue '{dlg.dialogue_id}' task '{name}' have shape "
-                                    f"{arr.shape}, expected ({len(dlg.turns)}, {schema[name].num_labels})")
-                valid = getattr(rec, "valid", None)  # turns where every vote abstained have no score
-                if valid is not None:
-                    arr[~np.asarray(valid, dtype=bool)] = np.nan
-                scored[name] = arr
-        for ti, window_turns in enumerate(segments(dlg.turns, window)):
-            windows.append(window_turns)
+        scored = _check_teacher(dlg, schema, teacher)
+        for ti, turn in enumerate(dlg.turns):
             out.dialogue.append(di)
             out.turn.append(ti)
-            labels = dlg.turns[ti].labels
             for name in schema.names():
                 task = schema[name]
-                if name in labels:
+                if name in turn.labels:
                     try:
-                        enc = task.encode(labels[name])
+                        enc = task.encode(turn.labels[name])
                     except DataError as err:
                         raise DataError(f"dialogue '{dlg.dialogue_id}' turn {ti} task '{name}': {err}") from None
                     gold_rows[name].append(enc if task.type is TaskType.multilabel else int(np.argmax(enc)))
@@ -91,14 +96,24 @@ def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer:
                 if name in scored:
                     teacher_rows[name].append(scored[name][ti])
                 else:
-                    teacher_rows[name].append(np.full(schema[name].num_labels, np.nan, dtype=np.float32))
-    for start in range(0, len(windows), TOKENIZE_CHUNK):
-        out.ids.extend(encode_windows(windows[start : start + TOKENIZE_CHUNK], tokenizer, window))
+                    teacher_rows[name].append(np.full(task.num_labels, np.nan, dtype=np.float32))
     for name in schema.names():
         task = schema[name]
-        out.gold[name] = np.asarray(gold_rows[name], dtype=np.float32 if task.type is TaskType.multilabel else np.int64)
+        dtype = np.float32 if task.type is TaskType.multilabel else np.int64
+        out.gold[name] = np.asarray(gold_rows[name], dtype=dtype).reshape(len(out.dialogue), *(
+            (task.num_labels,) if task.type is TaskType.multilabel else ()))
         if teacher is not None:
             out.teacher[name] = np.stack(teacher_rows[name]) if teacher_rows[name] else np.zeros((0, task.num_labels))
+
+
+def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer: Any, window: WindowConfig,
+                   teacher: TeacherScores | None = None) -> SegmentSet:
+    """Flat windows (``todbert-v1``): one segment per turn, its window formatted by the shared formatter."""
+    out = SegmentSet(schema=schema, dialogue_ids=[d.dialogue_id for d in dialogues])
+    fill_targets(out, dialogues, teacher)
+    windows = [w for dlg in dialogues for w in segments(dlg.turns, window)]
+    for start in range(0, len(windows), TOKENIZE_CHUNK):
+        out.ids.extend(encode_windows(windows[start : start + TOKENIZE_CHUNK], tokenizer, window))
     return out
 
 

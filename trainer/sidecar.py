@@ -708,7 +708,8 @@ class Sidecar:
             ckpt.model.encoder.save_pretrained(tmp)
             ckpt.tokenizer.save_pretrained(tmp)
             del ckpt
-            cfg = TrainConfig(objective="none", backbone=tmp, init_from=str(parent),
+            # The serving bundle's window is a flat one (streaming bundles are not exported yet).
+            cfg = TrainConfig(objective="none", backbone=tmp, init_from=str(parent), encoder="flat",
                               pooling=parent_meta.get("pooling", "cls"), max_turns=manifest["window"]["max_turns"],
                               max_tokens=manifest["window"]["max_tokens"], finetune_epochs=s.epochs,
                               batch_size=s.batch_size, finetune_lr=s.lr, head_lr=s.head_lr, max_steps=s.max_steps,

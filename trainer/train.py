@@ -4,12 +4,16 @@ One run is two phases on one global step counter: ``pretrain_steps`` steps of pr
 label) pretraining, then finetuning until ``finetune_epochs`` or ``max_steps`` run out, with early
 stopping on the validation split. The best validation model is the checkpoint; ``state/last.pt``
 holds what a killed run needs to resume (model, optimizer, scheduler, step, best metric, RNG, config).
+
+Two encoders (``TrainConfig.encoder``): ``streaming`` (the default: turn-causal spans, one forward
+pass per span gives every turn's logits, batches cut by a token budget) and ``flat`` (one window per
+scored turn, the paper's setting). Which batch each step sees is planned in :mod:`trainer.feeds`.
+Under ``torchrun`` the same function trains with PyTorch DDP (:mod:`trainer.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -19,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainer import distributed
 from trainer.checkpoint import load_training_state, save_checkpoint, save_training_state
-from trainer.evaluate import compute_metrics, predict_segments
+from trainer.evaluate import compute_metrics, predict_rows
+from trainer.feeds import FlatFeed, Logits, SpanFeed
 from trainer.losses import (
     multilabel_loss,
     pairwise_preference_loss,
@@ -29,12 +35,14 @@ from trainer.losses import (
 )
 from trainer.model import TurnwiseModel, build_model, model_device, resolve_device
 from trainer.pairs import PairConfig, sample_pairs
-from trainer.segments import SegmentSet, build_segments, collate
+from trainer.segments import SegmentSet, build_segments
+from trainer.spans import build_spans
 from turnwise.dialogue import Dialogue
 from turnwise.tasks import TaskSchema, TaskType
 from turnwise.window import WindowConfig
 
 OBJECTIVES = ("pairwise", "pointwise", "none")
+ENCODERS = ("streaming", "flat")
 
 
 @dataclass
@@ -47,10 +55,17 @@ class TrainConfig:
     gap_power: float = 1.0
     gold_fraction: float = 1.0
     backbone: str = "minilm"
-    pooling: str = "cls"
-    max_turns: int = 12
-    max_tokens: int = 128
+    encoder: str = "streaming"  # streaming (turn-causal spans) | flat (one window per turn)
+    pooling: str = "cls"  # flat only; streaming pools each turn's role-tag token
+    max_turns: int = 12  # flat window
+    max_tokens: int = 128  # flat window
+    max_context_tokens: int = 512  # streaming span (<= the backbone's positions)
+    reanchor_tokens: int | None = None  # streaming: context kept at a re-anchor; None = half the span
+    # Streaming batches hold at most this many padded tokens (B x T_max): ~16 DailyDialog dialogues,
+    # ~130 scored turns, which is what a flat batch of 32 windows costs in tokens too.
+    token_budget: int = 4096
     pretrain_steps: int = 300
+    pretrain_epochs: int | None = None  # streaming: pretrain for whole epochs over the spans (overrides steps)
     pretrain_dialogues: int = 8  # dialogues per pretraining batch: all their segments, all their pairs
     pretrain_segments: int = 12  # at most this many segments per dialogue in a batch
     pretrain_lr: float = 5e-5
@@ -78,6 +93,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}")
         if not 0.0 < self.gold_fraction <= 1.0:
             raise ValueError("gold_fraction must be in (0, 1]")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -91,6 +108,11 @@ class TrainConfig:
 
     # Settings a resumed run may change without invalidating the saved state.
     RESUMABLE_CHANGES = ("save_every", "eval_every", "max_steps", "precision", "device")
+
+    def window(self) -> WindowConfig:
+        if self.encoder == "flat":
+            return WindowConfig(max_turns=self.max_turns, max_tokens=self.max_tokens)
+        return WindowConfig.turn_causal(self.max_context_tokens, self.reanchor_tokens)
 
 
 def pick_gold_dialogues(dialogues: Sequence[Dialogue], tasks: Sequence[str], fraction: float, seed: int) -> list[int]:
@@ -119,7 +141,7 @@ def measure_precision(model: TurnwiseModel, batch: dict[str, torch.Tensor], repe
             t0 = time.perf_counter()
             with autocast(bf16, device):
                 out = model(**batch)
-            sum(o.float().sum() for o in out).backward()
+            sum(o.float().sum() for o in out).backward()  # works for flat and span batches alike
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if r:  # first run warms up kernels
@@ -156,26 +178,27 @@ def _scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float) -> t
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 
-def pretrain_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, cfg: TrainConfig,
-                  rng: np.random.Generator, pad_id: int, bf16: bool) -> tuple[torch.Tensor, int]:
-    """Loss of one pretraining batch (segments ``index``); returns (loss, number of pairs or targets)."""
-    device = model_device(model)
-    batch = collate(seg, index, pad_id, device)
-    with autocast(bf16, device):
-        logits = model.logits_dict(**batch)
+def pretrain_loss(logits: Logits, seg: SegmentSet, rows: np.ndarray, cfg: TrainConfig,
+                  rng: np.random.Generator) -> tuple[torch.Tensor | None, int]:
+    """Loss of one pretraining batch whose logits belong to ``rows``; (loss or None, pairs or targets).
+
+    Pairs come only from rows of the same dialogue (intra-session) -- for a span batch that is every
+    pair of turns the batch scored, all from the one forward pass.
+    """
+    device = next(iter(logits.values())).device
     losses, count = [], 0
-    dlg = np.asarray(seg.dialogue)[index]
+    dlg = np.asarray(seg.dialogue)[rows]
     pair_cfg = PairConfig(mode=cfg.pair_mode, budget=cfg.pair_budget, min_gap=cfg.min_gap, gap_power=cfg.gap_power)
     for name, f in logits.items():
         if name not in seg.teacher:
             continue
-        s = seg.teacher[name][index]
+        s = seg.teacher[name][rows]
         valid = ~np.isnan(s[:, 0])
         if not valid.any():
             continue
         f = f.float()
+        st = torch.from_numpy(np.nan_to_num(s, nan=0.0)).to(device)
         if cfg.objective == "pointwise":
-            st = torch.from_numpy(np.nan_to_num(s, nan=0.0)).to(device)
             mask = torch.from_numpy(valid.astype(np.float32)).to(device)
             losses.append(pointwise_soft_label_loss(f, st, mask=mask))
             count += int(valid.sum())
@@ -184,35 +207,28 @@ def pretrain_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, cfg:
             if len(pairs) == 0:
                 continue
             a, b, c = (torch.from_numpy(x).to(device) for x in (pairs.first, pairs.second, pairs.cls))
-            st = torch.from_numpy(np.nan_to_num(s, nan=0.0)).to(device)
             losses.append(pairwise_preference_loss(f[a, c], f[b, c], st[a, c], st[b, c], cfg.alpha))
             count += len(pairs)
-    if not losses:
-        return torch.zeros((), requires_grad=True, device=device), 0
-    return torch.stack(losses).mean(), count
+    return (torch.stack(losses).mean() if losses else None), count
 
 
-def finetune_loss(model: TurnwiseModel, seg: SegmentSet, index: np.ndarray, pad_id: int, bf16: bool) -> torch.Tensor:
-    device = model_device(model)
-    batch = collate(seg, index, pad_id, device)
-    with autocast(bf16, device):
-        logits = model.logits_dict(**batch)
-    losses = []
+def finetune_loss(logits: Logits, seg: SegmentSet, rows: np.ndarray) -> tuple[torch.Tensor | None, int]:
+    """Summed per-task gold loss over the ``rows`` that carry a gold label; (loss or None, gold rows)."""
+    device = next(iter(logits.values())).device
+    losses, count = [], 0
     for name, f in logits.items():
         f = f.float()
-        gold = seg.gold[name][index]
+        gold = seg.gold[name][rows]
         task = seg.schema[name]
-        if task.type is TaskType.multilabel:
-            keep = gold[:, 0] >= 0
-            if keep.any():
-                losses.append(multilabel_loss(f[torch.from_numpy(keep).to(device)],
-                                              torch.from_numpy(gold[keep]).to(device)))
-        else:
-            keep = gold >= 0
-            if keep.any():
-                losses.append(single_label_loss(f[torch.from_numpy(keep).to(device)],
-                                                torch.from_numpy(gold[keep]).to(device)))
-    return torch.stack(losses).sum() if losses else torch.zeros((), requires_grad=True, device=device)
+        keep = gold[:, 0] >= 0 if task.type is TaskType.multilabel else gold >= 0
+        if not keep.any():
+            continue
+        count = max(count, int(keep.sum()))
+        sel = torch.from_numpy(keep).to(device)
+        target = torch.from_numpy(gold[keep]).to(device)
+        losses.append(multilabel_loss(f[sel], target) if task.type is TaskType.multilabel
+                      else single_label_loss(f[sel], target))
+    return (torch.stack(losses).sum() if losses else None), count
 
 
 @dataclass
@@ -230,47 +246,72 @@ class TrainResult:
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 
 
+def _prepare(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], val_dialogues: Sequence[Dialogue] | None,
+             schema: TaskSchema, tokenizer: Any, teacher: Any, world: distributed.World) -> tuple[Any, Any]:
+    """(feed, validation rows) for the configured encoder."""
+    window = cfg.window()
+    build = build_spans if window.streaming else build_segments
+    use_teacher = teacher if cfg.objective != "none" else None
+    val = build(val_dialogues, schema, tokenizer, window) if val_dialogues else None
+    gold = set(pick_gold_dialogues(train_dialogues, schema.names(), cfg.gold_fraction, cfg.seed))
+    args = (cfg, gold, cfg.objective != "none", tokenizer.pad_token_id)
+    feed: FlatFeed | SpanFeed
+    if window.streaming:
+        feed = SpanFeed(build_spans(train_dialogues, schema, tokenizer, window, teacher=use_teacher), *args,
+                        rank=world.rank, world=world.size)
+    else:
+        feed = FlatFeed(build_segments(train_dialogues, schema, tokenizer, window, teacher=use_teacher), *args,
+                        rank=world.rank, world=world.size)
+    return feed, val
+
+
+def _check_positions(cfg: TrainConfig, model: TurnwiseModel) -> None:
+    positions = int(getattr(model.encoder.config, "max_position_embeddings", 512))
+    if cfg.encoder == "streaming" and cfg.max_context_tokens > positions:
+        raise ValueError(f"max_context_tokens {cfg.max_context_tokens} exceeds the backbone's {positions} positions")
+    if cfg.encoder == "flat" and cfg.max_tokens > positions:
+        raise ValueError(f"max_tokens {cfg.max_tokens} exceeds the backbone's {positions} positions")
+
+
 def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSchema, out_dir: str | Path, *,
           val_dialogues: Sequence[Dialogue] | None = None, teacher: Any = None, teacher_info: dict | None = None,
           progress: ProgressFn | None = None) -> TrainResult:
-    """Run pretraining (if teacher scores and an objective) and finetuning; write the checkpoint."""
+    """Run pretraining (if teacher scores and an objective) and finetuning; write the checkpoint.
+
+    Under ``torchrun`` every rank calls this with the same arguments; rank 0 writes the checkpoint.
+    """
     out = Path(out_dir)
     schema = schema.select(cfg.tasks)
-    window = WindowConfig(max_turns=cfg.max_turns, max_tokens=cfg.max_tokens)
+    window = cfg.window()
     built = build_model(cfg.backbone, schema, pooling=cfg.pooling, seed=cfg.seed)
     model, tokenizer = built.model, built.tokenizer
-    pad_id = tokenizer.pad_token_id
+    _check_positions(cfg, model)
     if cfg.init_from:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(Path(cfg.init_from) / "model.safetensors")), strict=True)
-    torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    world = distributed.join(device)
+    device = distributed.rank_device(device, world)
+    torch.manual_seed(cfg.seed + world.rank)  # dropout differs per rank; weights stay equal (DDP)
     model.to(device)
 
-    use_teacher = teacher if cfg.objective != "none" else None
-    seg = build_segments(train_dialogues, schema, tokenizer, window, teacher=use_teacher)
-    val = build_segments(val_dialogues, schema, tokenizer, window) if val_dialogues else None
-    gold_dlg = pick_gold_dialogues(train_dialogues, schema.names(), cfg.gold_fraction, cfg.seed)
-    gold_set = set(gold_dlg)
-    ft_index = np.asarray([i for i in range(len(seg)) if seg.dialogue[i] in gold_set
-                           and any(seg.has_gold(n)[i] for n in schema.names())], dtype=np.int64)
-    pre_dialogues = [d for d, idx in seg.by_dialogue().items()
-                     if cfg.objective != "none" and any(seg.has_teacher(n)[idx].any() for n in schema.names())]
-    pretrain_steps = cfg.pretrain_steps if pre_dialogues else 0
-    steps_per_epoch = max(1, math.ceil(len(ft_index) / cfg.batch_size)) if len(ft_index) else 0
-    finetune_steps = steps_per_epoch * cfg.finetune_epochs
+    feed, val = _prepare(cfg, train_dialogues, val_dialogues, schema, tokenizer, teacher, world)
+    pretrain_steps = feed.pretrain_steps()
+    finetune_steps = feed.finetune_steps() if feed.n_finetune_items else 0
     if cfg.max_steps is not None:
         finetune_steps = min(finetune_steps, cfg.max_steps)
-    eval_every = cfg.eval_every or steps_per_epoch or 1
+    per_epoch = max(1, finetune_steps // max(1, cfg.finetune_epochs)) if finetune_steps else 1
+    eval_every = cfg.eval_every or per_epoch
     total = pretrain_steps + finetune_steps
     if total == 0:
         raise ValueError("nothing to train: no teacher scores for pretraining and no gold labels for finetuning")
 
-    # Precision: bf16 autocast only where it measures faster on this CPU.
-    probe = np.arange(min(len(seg), cfg.batch_size))
-    timings = measure_precision(model, collate(seg, probe, pad_id, device)) if cfg.precision == "auto" else {}
+    # Precision: bf16 autocast only where it measures faster on this machine (rank 0 decides).
+    timings = measure_precision(model, feed.probe_batch(device)) if cfg.precision == "auto" else {}
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and timings["bf16"] < timings["fp32"])
+    bf16 = bool(world.broadcast(float(bf16)))
+    net = distributed.wrap(model, world)
 
     state = load_training_state(out)
     start, best, best_step, bad, history, resumed = 0, None, -1, 0, [], None
@@ -285,6 +326,7 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
         return phase, opt, _scheduler(opt, max(1, finetune_steps), cfg.warmup_ratio)
 
     if state is not None:
+        state["config"].setdefault("encoder", "flat")  # states written before the streaming encoder
         saved = TrainConfig.from_dict(state["config"])
         same = all(getattr(saved, f.name) == getattr(cfg, f.name) for f in fields(cfg)
                    if f.name not in TrainConfig.RESUMABLE_CHANGES)
@@ -293,33 +335,48 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
         model.load_state_dict(state["model"])
         start, best, best_step, bad = state["step"], state["best"], state["best_step"], state["bad"]
         history = state["history"]
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("torch_rng_ranks") or []
+        torch.set_rng_state(ranks[world.rank] if len(ranks) == world.size else state["torch_rng"])
         resumed = start
         if state.get("finished"):
+            distributed.leave(world)
             return TrainResult(out, best, best_step, start, state.get("throughput", {}), state.get("precision", ""),
                                history, resumed)
         phase_opt = make_phase(state["phase"])
         phase_opt[1].load_state_dict(state["optimizer"])
         phase_opt[2].load_state_dict(state["scheduler"])
 
-    meta_base = {"backbone": cfg.backbone, "train_config": asdict(cfg), "gold_dialogues": len(gold_dlg),
+    meta_base = {"backbone": cfg.backbone, "encoder": cfg.encoder, "train_config": asdict(cfg),
+                 "gold_dialogues": len(pick_gold_dialogues(train_dialogues, schema.names(), cfg.gold_fraction,
+                                                           cfg.seed)),
                  "train_dialogues": len(train_dialogues), "teacher": teacher_info or None}
     rates: dict[str, list[float]] = {"pretrain": [], "finetune": []}
 
     def save_best(step: int, metrics: dict[str, Any] | None) -> None:
-        save_checkpoint(out, model, tokenizer, window, {**meta_base, "step": step, "metrics": metrics or {}})
+        if world.main:
+            save_checkpoint(out, model, tokenizer, window, {**meta_base, "step": step, "metrics": metrics or {}})
+
+    def throughput() -> dict[str, float]:
+        return {f"{k}_turns_per_s": float(np.median(v)) for k, v in rates.items() if v}
 
     def save_state(step: int, finished: bool = False) -> None:
         assert phase_opt is not None
-        save_training_state(out, {
-            "config": asdict(cfg), "model": model.state_dict(), "optimizer": phase_opt[1].state_dict(),
-            "scheduler": phase_opt[2].state_dict(), "phase": phase_opt[0], "step": step, "best": best,
-            "best_step": best_step, "bad": bad, "history": history, "torch_rng": torch.get_rng_state(),
-            "finished": finished, "precision": "bf16" if bf16 else "fp32", "throughput": throughput(),
-        })
+        rng_ranks = world.gather(torch.get_rng_state())  # each rank's dropout stream, for an exact resume
+        if world.main:
+            save_training_state(out, {
+                "config": asdict(cfg), "model": model.state_dict(), "optimizer": phase_opt[1].state_dict(),
+                "scheduler": phase_opt[2].state_dict(), "phase": phase_opt[0], "step": step, "best": best,
+                "best_step": best_step, "bad": bad, "history": history, "torch_rng": rng_ranks[0],
+                "torch_rng_ranks": rng_ranks,
+                "finished": finished, "precision": "bf16" if bf16 else "fp32", "throughput": throughput(),
+            })
+        world.barrier()
 
-    def throughput() -> dict[str, float]:
-        return {f"{k}_segments_per_s": float(np.median(v)) for k, v in rates.items() if v}
+    def validate() -> tuple[float, dict[str, Any] | None]:
+        metrics = None
+        if world.main:
+            metrics = compute_metrics(schema, val, predict_rows(model, val, tokenizer.pad_token_id, bf16=bf16))
+        return world.broadcast(metrics["score"] if metrics else 0.0), metrics
 
     step = start
     stop = False
@@ -331,36 +388,33 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
         model.train()
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, step])
+        batch = feed.pretrain_batch(step, rng) if phase == "pretrain" else feed.finetune_batch(step - pretrain_steps)
+        with autocast(bf16, device):
+            logits, rows = feed.forward(net, model.task_names, batch, device)
         if phase == "pretrain":
-            chosen = rng.choice(pre_dialogues, size=min(cfg.pretrain_dialogues, len(pre_dialogues)), replace=False)
-            groups = seg.by_dialogue()
-            idx = np.concatenate([
-                np.sort(rng.choice(groups[d], size=min(cfg.pretrain_segments, len(groups[d])), replace=False))
-                for d in chosen])
-            loss, n_items = pretrain_loss(model, seg, idx, cfg, rng, pad_id, bf16)
+            loss, n_items = pretrain_loss(logits, feed.data, rows, cfg, rng)
         else:
-            ft_step = step - pretrain_steps
-            epoch, pos = divmod(ft_step, steps_per_epoch)
-            order = np.random.default_rng([cfg.seed, 104729, epoch]).permutation(ft_index)
-            idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-            loss = finetune_loss(model, seg, idx, pad_id, bf16)
-            n_items = len(idx)
+            loss, n_items = finetune_loss(logits, feed.data, rows)
+        if world.distributed:
+            # Every rank must run backward (the gradient all-reduce) even where its batch gave no loss,
+            # and every head must take part: a zero-weighted sum of all logits does both.
+            tie = sum(v.float().sum() for v in logits.values()) * 0.0
+            loss = tie if loss is None else loss + tie
         opt.zero_grad(set_to_none=True)
-        if loss.requires_grad and loss.grad_fn is not None:
+        if loss is not None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         sched.step()
-        rates[phase].append(len(idx) / (time.perf_counter() - t0))
+        rates[phase].append(len(rows) / (time.perf_counter() - t0))
         step += 1
-        record: dict[str, Any] = {"step": step, "phase": phase, "loss": float(loss.detach()), "items": n_items}
+        record: dict[str, Any] = {"step": step, "phase": phase, "loss": float(loss.detach()) if loss is not None
+                                  else 0.0, "items": n_items}
 
         at_phase_end = step in (pretrain_steps, total)
         if phase == "finetune" and ((step - pretrain_steps) % eval_every == 0 or at_phase_end):
-            metrics = None
             if val is not None and len(val):
-                metrics = compute_metrics(schema, val, predict_segments(model, val, pad_id, bf16=bf16))
-                score = metrics["score"]
+                score, metrics = validate()
                 record["val"] = score
                 if best is None or score > best + 1e-9:
                     best, best_step, bad = score, step, 0
@@ -374,14 +428,29 @@ def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSch
         elif phase == "pretrain" and at_phase_end and finetune_steps == 0:
             save_best(step, None)
         history.append(record)
-        if progress:
+        if progress and world.main:
             shown = {"loss": record["loss"], **({"val": record["val"]} if "val" in record else {})}
             progress(phase, step, total, shown)
         if step % cfg.save_every == 0 or step == total or stop:
             save_state(step, finished=step == total or stop)
     if phase_opt is not None:
         save_state(step, finished=True)
+    if world.distributed:
+        digests = world.gather(distributed.weights_digest(model))
+        if world.main:
+            _record_world(out, world, digests)
+    distributed.leave(world)
     return TrainResult(out, best, best_step, step, throughput(), "bf16" if bf16 else "fp32", history, resumed)
+
+
+def _record_world(out: Path, world: distributed.World, digests: list[str]) -> None:
+    """Rank 0: the world the run trained in and every rank's final weight digest, in the checkpoint meta."""
+    import json
+
+    p = out / "turnwise.json"
+    meta = json.loads(p.read_text(encoding="utf-8"))
+    meta["distributed"] = {"world_size": world.size, "backend": world.backend, "weight_sha256": digests}
+    p.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def record_run_facts(out_dir: str | Path, result: TrainResult) -> None:

@@ -4,6 +4,7 @@ heavy imports happen inside the command so ``turnwise --help`` stays fast."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -130,13 +131,24 @@ def train(
     batch_size: int = 32,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="cap on finetuning steps")] = None,
     max_dialogues: Annotated[int | None, typer.Option("--max-dialogues")] = None,
-    max_tokens: int = 128,
-    max_turns: int = 12,
+    encoder: Annotated[str, typer.Option("--encoder", help="streaming (turn-causal spans, one pass per span) | "
+                                         "flat (one window per turn)")] = "streaming",
+    max_tokens: Annotated[int, typer.Option(help="flat: window length in tokens")] = 128,
+    max_turns: Annotated[int, typer.Option(help="flat: turns per window")] = 12,
+    max_context_tokens: Annotated[int, typer.Option(help="streaming: tokens per context span")] = 512,
+    reanchor_tokens: Annotated[int | None, typer.Option(help="streaming: context kept when a span re-anchors "
+                                                        "(default: half the span)")] = None,
+    token_budget: Annotated[int, typer.Option(help="streaming: padded tokens per batch")] = 4096,
+    pretrain_epochs: Annotated[int | None, typer.Option(help="streaming: pretrain for whole epochs "
+                                                        "(overrides --pretrain-steps)")] = None,
     lr: Annotated[float, typer.Option("--lr", help="finetuning encoder learning rate")] = 3e-5,
     precision: Annotated[str, typer.Option("--precision", help="auto|fp32|bf16")] = "auto",
+    save_every: Annotated[int, typer.Option(help="steps between saves of the resumable state")] = 50,
     seed: int = 0,
 ) -> None:
-    """Pretrain on teacher scores (if given), then finetune on a fraction of gold dialogues."""
+    """Pretrain on teacher scores (if given), then finetune on a fraction of gold dialogues.
+
+    Runs unchanged under ``torchrun --nproc-per-node N`` (PyTorch DDP, one shard of the dialogues per rank)."""
     from trainer.run import run_train
 
     result = run_train(data=data, out=out, tasks_path=tasks, task_names=task, scores=scores, objective=objective,
@@ -144,8 +156,11 @@ def train(
                        backbone=backbone, source=source, val=val, pretrain_steps=pretrain_steps,
                        finetune_epochs=finetune_epochs, batch_size=batch_size, max_steps=max_steps,
                        max_dialogues=max_dialogues, max_tokens=max_tokens, max_turns=max_turns, lr=lr,
-                       precision=precision, seed=seed)
-    typer.echo(json.dumps(result, indent=2))
+                       precision=precision, seed=seed, encoder=encoder, max_context_tokens=max_context_tokens,
+                       reanchor_tokens=reanchor_tokens, token_budget=token_budget, pretrain_epochs=pretrain_epochs,
+                       save_every=save_every)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        typer.echo(json.dumps(result, indent=2))
 
 
 @app.command()
@@ -283,6 +298,7 @@ def experiment_table1(
     pretrain_head_lr: Annotated[float | None, typer.Option(help="heads' learning rate while pretraining "
                                                           "(default: the encoder's)")] = None,
     backbone: str | None = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", help="streaming|flat (default: the preset's)")] = None,
     max_tokens: int | None = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
     noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
@@ -297,7 +313,7 @@ def experiment_table1(
                         val_dialogues=val_dialogues, test_dialogues=test_dialogues,
                         pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
                         max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
-                        max_tokens=max_tokens,
+                        max_tokens=max_tokens, encoder=encoder,
                         device=device, noise=json.loads(noise) if noise else None)
     result = run_table1(cfg, out, data=data, schema=load_schema(tasks, dataset) if tasks else None)
     typer.echo(markdown(result))
