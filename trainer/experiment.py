@@ -51,7 +51,7 @@ class Table1Config:
     max_tokens: int = 32  # flat window
     max_turns: int = 3  # flat window
     max_context_tokens: int = 512  # streaming span
-    token_budget: int = 4096  # streaming: padded tokens per batch
+    token_budget: int = 2048  # streaming: padded tokens per batch
     pretrain_steps: int = 80
     pretrain_dialogues: int = 8
     pretrain_segments: int = 6

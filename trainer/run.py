@@ -55,7 +55,7 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
               source: str, val: Path | None, pretrain_steps: int, finetune_epochs: int, batch_size: int,
               max_steps: int | None, max_dialogues: int | None, max_tokens: int, max_turns: int, lr: float,
               precision: str, seed: int, encoder: str = "streaming", max_context_tokens: int = 512,
-              reanchor_tokens: int | None = None, token_budget: int = 4096,
+              reanchor_tokens: int | None = None, token_budget: int = 2048,
               pretrain_epochs: int | None = None, save_every: int = 50) -> dict[str, Any]:
     from turnwise.cli import load_schema
 

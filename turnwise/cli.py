@@ -138,7 +138,7 @@ def train(
     max_context_tokens: Annotated[int, typer.Option(help="streaming: tokens per context span")] = 512,
     reanchor_tokens: Annotated[int | None, typer.Option(help="streaming: context kept when a span re-anchors "
                                                         "(default: half the span)")] = None,
-    token_budget: Annotated[int, typer.Option(help="streaming: padded tokens per batch")] = 4096,
+    token_budget: Annotated[int, typer.Option(help="streaming: padded tokens per batch")] = 2048,
     pretrain_epochs: Annotated[int | None, typer.Option(help="streaming: pretrain for whole epochs "
                                                         "(overrides --pretrain-steps)")] = None,
     lr: Annotated[float, typer.Option("--lr", help="finetuning encoder learning rate")] = 3e-5,
