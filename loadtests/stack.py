@@ -75,7 +75,7 @@ def turnwise_command() -> list[str]:
     script = Path(sys.executable).parent / "turnwise"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from turnwise.cli import main; main()"]
+    return [sys.executable, "-c", "from cli.main import main; main()"]
 
 
 @contextlib.contextmanager

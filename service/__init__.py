@@ -4,5 +4,7 @@
 - :mod:`service.store` -- the rolling window store (embedded or Redis).
 - :mod:`service.batcher` -- the micro-batcher with admission control and per-request deadlines.
 - :mod:`service.engine` -- the loaded model bundle, inference off the event loop, hot reload.
-- :mod:`service.serve` / :mod:`service.replay` / :mod:`service.cli` -- runner, replay client, CLI glue.
+- :mod:`service.serve` / :mod:`service.cli` -- the runner and what ``turnwise serve`` calls.
+
+The service imports only the core (``turnwise``) and the bundle reader; the replay client lives in :mod:`cli.replay`.
 """

@@ -1,4 +1,4 @@
-"""What ``turnwise sidecar`` calls (the typer command lives in turnwise.cli).
+"""What ``turnwise sidecar`` calls (the typer command lives in cli.main).
 
 With no arguments it runs until SIGTERM with settings from the environment (the chart's container):
 ``TURNWISE_REDIS_URL``, ``TURNWISE_KEY_PREFIX``, ``TURNWISE_BUNDLE`` and ``TURNWISE_SIDECAR_*``.

@@ -20,7 +20,7 @@ import websockets
 from svc_helpers import LiveServer, bundle_version, free_port, repoint
 from websockets.exceptions import ConnectionClosed
 
-from service.cli import run_replay
+from cli.replay import run_replay
 from service.config import Settings
 from service.errors import ServiceError
 from turnwise.dialogue import read_jsonl
@@ -148,7 +148,7 @@ def test_replay_command_fails_when_turns_fail(live, samples_dir: Path):
     """`turnwise replay` exits 1 when turns come back as errors (here: a wrong API key), so scripts notice."""
     from typer.testing import CliRunner
 
-    from turnwise.cli import app
+    from cli.main import app
 
     srv = live(api_keys="k1")
     args = ["replay", "--url", srv.url, "--data", str(samples_dir / "dialogues.jsonl"), "--max-dialogues", "1"]

@@ -67,7 +67,7 @@ def test_table1_command_line(tmp_path, tiny_backbone, samples_dir):
     """`turnwise experiment table1` wires its options over the preset (here: the miniature, via JSONL)."""
     from typer.testing import CliRunner
 
-    from turnwise.cli import app
+    from cli.main import app
 
     args = ["experiment", "table1", "--dataset", "jsonl", "--task", "act", "--teacher", "simulated",
             "--data", str(samples_dir / "dialogues.jsonl"), "--tasks", str(samples_dir / "tasks.yaml"),

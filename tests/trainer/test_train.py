@@ -162,7 +162,7 @@ def test_gold_fraction_is_seeded(dialogues):
 def test_cli_train_and_evaluate(tmp_path, tiny_backbone, samples_dir):
     from typer.testing import CliRunner
 
-    from turnwise.cli import app
+    from cli.main import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--data", str(samples_dir / "dialogues.jsonl"), "--tasks",

@@ -8,7 +8,7 @@ states its label mapping. ``stats`` and ``commands`` back ``turnwise data stats|
 
 from trainer.data.commands import cmd_convert, cmd_stats
 from trainer.data.common import CANONICAL_SPLITS, LoadReport, default_data_root, normalise_split
-from trainer.data.registry import SOURCES, load_source, source_splits, source_tasks
+from trainer.data.registry import SOURCES, load_source, resolve_schema, source_splits, source_tasks
 from trainer.data.stats import dataset_stats, render_stats
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "load_source",
     "normalise_split",
     "render_stats",
+    "resolve_schema",
     "source_splits",
     "source_tasks",
 ]

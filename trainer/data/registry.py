@@ -35,6 +35,15 @@ def source_tasks(source: str) -> TaskSchema:
     return _CORPORA[source].TASKS.model_copy(deep=True)
 
 
+def resolve_schema(tasks: str | Path | None, source: str) -> TaskSchema:
+    """The task schema a command works with: ``tasks`` (a YAML file) when given, else the corpus's own."""
+    if tasks is not None:
+        from turnwise.tasks import load_tasks
+
+        return load_tasks(tasks)
+    return source_tasks(source)
+
+
 def source_splits(source: str, path: str | Path, *, domains: Sequence[str] | None = None) -> list[str]:
     """The canonical splits (train / validation / test) present under ``path``; ``[]`` for jsonl."""
     if _check_source(source) == "jsonl":

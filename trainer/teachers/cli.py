@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from trainer.data import load_source, resolve_schema
 from trainer.teachers.scores import ScoreRecord, read_scores, write_scores
-from turnwise.dialogue import Dialogue, read_jsonl
+from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
-from turnwise.tasks import TaskSchema, TaskType, load_tasks
+from turnwise.tasks import TaskSchema, TaskType
 
 TEACHERS = ("llm", "zeroshot", "simulated")
 console = Console(stderr=True)
@@ -30,26 +31,6 @@ console = Console(stderr=True)
 
 # --------------------------------------------------------------------------------------------------
 # Inputs
-
-
-def load_dialogues(data: Path, source: str = "jsonl", split: str | None = None,
-                   max_dialogues: int | None = None) -> list[Dialogue]:
-    if source == "jsonl":
-        dialogues = read_jsonl(data)
-        return dialogues if max_dialogues is None else dialogues[:max_dialogues]
-    from trainer.data import load_source
-
-    return load_source(source, data, split, max_dialogues=max_dialogues)
-
-
-def load_schema(tasks: Path | None, source: str) -> TaskSchema:
-    if tasks is not None:
-        return load_tasks(tasks)
-    if source == "jsonl":
-        raise DataError("a JSONL file carries no task schema: pass --tasks TASKS.yaml")
-    from trainer.data import source_tasks
-
-    return source_tasks(source)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -189,8 +170,8 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
         raise DataError("noise parameters apply to --teacher simulated only")
     out = Path(out)
     t0 = time.perf_counter()
-    schema = load_schema(tasks, source)
-    dialogues = select_shard(load_dialogues(Path(data), source, split, max_dialogues), shard)
+    schema = resolve_schema(tasks, source)
+    dialogues = select_shard(load_source(source, Path(data), split, max_dialogues=max_dialogues), shard)
     dialogues = [d for d in dialogues if d.turns]
     if not dialogues:
         raise DataError("no dialogue to label (empty data, or an empty shard)")
@@ -270,7 +251,7 @@ def run_calibrate(data: Path, scores: Path, task: str, out: Path, *, source: str
     from trainer.calibration import calibration_report, write_report
 
     t0 = time.perf_counter()
-    dialogues = load_dialogues(Path(data), source, split)
+    dialogues = load_source(source, Path(data), split)
     records = read_scores(scores)
     if not any(k[1] == task for k in records):
         have = sorted({k[1] for k in records})

@@ -1,5 +1,6 @@
-"""The ``turnwise`` command line (DESIGN §4). Each command is a thin shell over a library function;
-heavy imports happen inside the command so ``turnwise --help`` stays fast."""
+"""The ``turnwise`` command line: the top layer. Each command is a thin shell over a library function
+of the layers below (core, trainer, export, service, sidecar); heavy imports happen inside the
+command so ``turnwise --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -23,22 +24,6 @@ console = Console(stderr=True)
 
 Source = Annotated[str, typer.Option("--source", help="dailydialog|meld|multiwoz|sgd|multidogo|jsonl")]
 Split = Annotated[str | None, typer.Option("--split", help="corpus split (train, validation, test)")]
-
-
-def load_dialogues(data: Path, source: str = "jsonl", split: str | None = None, max_dialogues: int | None = None):
-    from trainer.data import load_source
-
-    return load_source(source, data, split, max_dialogues=max_dialogues)
-
-
-def load_schema(tasks: Path | None, source: str):
-    from turnwise.tasks import load_tasks
-
-    if tasks is not None:
-        return load_tasks(tasks)
-    from trainer.data import source_tasks
-
-    return source_tasks(source)
 
 
 @data_app.command("stats")
@@ -149,7 +134,7 @@ def train(
     """Pretrain on teacher scores (if given), then finetune on a fraction of gold dialogues.
 
     Runs unchanged under ``torchrun --nproc-per-node N`` (PyTorch DDP, one shard of the dialogues per rank)."""
-    from trainer.run import run_train
+    from cli.train import run_train
 
     result = run_train(data=data, out=out, tasks_path=tasks, task_names=task, scores=scores, objective=objective,
                        alpha=alpha, pair_mode=pairs, pair_budget=pair_budget, gold_fraction=gold_fraction,
@@ -174,11 +159,12 @@ def evaluate(
     task: Annotated[list[str] | None, typer.Option("--task")] = None,
 ) -> None:
     """Accuracy and macro-F1 per task, confusion matrices, JSON report."""
+    from cli.train import print_report
+    from trainer.data import load_source
     from trainer.evaluate import evaluate_path, write_report
-    from trainer.run import print_report
 
-    report = evaluate_path(model, load_dialogues(data, source, split or ("test" if source != "jsonl" else None),
-                                                 max_dialogues), tasks=task)
+    report = evaluate_path(model, load_source(source, data, split or ("test" if source != "jsonl" else None),
+                                              max_dialogues=max_dialogues), tasks=task)
     if out:
         write_report(report, out)
     print_report(report)
@@ -227,7 +213,7 @@ def replay(
     """Stream dialogues into a running service and print per-turn labels and latency.
 
     Exits 1 when any turn was answered with an error (or not at all), so scripts can rely on it."""
-    from service.cli import run_replay
+    from cli.replay import run_replay
 
     summary = run_replay(url, data, ws, rate, max_dialogues, api_key, source=source, split=split)
     if summary["errors"]:
@@ -304,6 +290,7 @@ def experiment_table1(
     noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
 ) -> None:
     """The paper's Table 1 (finetune-only vs pointwise vs pairwise) with alpha and pair-mode ablations."""
+    from trainer.data import resolve_schema
     from trainer.experiment import markdown, preset_config, run_table1
 
     cfg = preset_config(preset, dataset=dataset, task=task, teacher=teacher,
@@ -315,5 +302,5 @@ def experiment_table1(
                         max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
                         max_tokens=max_tokens, encoder=encoder,
                         device=device, noise=json.loads(noise) if noise else None)
-    result = run_table1(cfg, out, data=data, schema=load_schema(tasks, dataset) if tasks else None)
+    result = run_table1(cfg, out, data=data, schema=resolve_schema(tasks, dataset) if tasks else None)
     typer.echo(markdown(result))

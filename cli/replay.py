@@ -23,20 +23,9 @@ import httpx
 import numpy as np
 import websockets
 
-from turnwise.dialogue import Dialogue, read_jsonl
+from turnwise.dialogue import Dialogue
 
 TEXT_PREVIEW = 60
-
-
-def load_dialogues(
-    data: Path, *, source: str = "jsonl", split: str | None = None, max_dialogues: int | None = None
-) -> list[Dialogue]:
-    if source == "jsonl":
-        dialogues = read_jsonl(data)
-        return dialogues[:max_dialogues] if max_dialogues else dialogues
-    from trainer.data import load_source
-
-    return load_source(source, data, split, max_dialogues=max_dialogues)
 
 
 def _ws_url(url: str) -> str:
@@ -204,3 +193,22 @@ def print_summary(summary: dict[str, Any], echo: Callable[[str], None] = print) 
     )
     if summary["gold_agreement"]:
         echo("agreement with gold labels: " + ", ".join(f"{t} {v:.1%}" for t, v in summary["gold_agreement"].items()))
+
+
+def run_replay(
+    url: str,
+    data: Path,
+    ws: bool,
+    rate: float,
+    max_dialogues: int | None,
+    api_key: str | None,
+    source: str = "jsonl",
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Stream dialogues into a running service; prints a line per turn and a summary; returns the summary."""
+    from trainer.data import load_source
+
+    dialogues = load_source(source, data, split, max_dialogues=max_dialogues)
+    summary = asyncio.run(replay(url, dialogues, ws=ws, rate=rate, api_key=api_key))
+    print_summary(summary)
+    return summary

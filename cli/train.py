@@ -1,4 +1,4 @@
-"""Glue between the CLI and the trainer: resolve data, splits and teacher scores, show progress."""
+"""``turnwise train`` and ``turnwise evaluate``: resolve data, splits and teacher scores, show progress."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
               precision: str, seed: int, encoder: str = "streaming", max_context_tokens: int = 512,
               reanchor_tokens: int | None = None, token_budget: int = 2048,
               pretrain_epochs: int | None = None, save_every: int = 50) -> dict[str, Any]:
-    from turnwise.cli import load_schema
+    from trainer.data import resolve_schema
 
-    schema = load_schema(tasks_path, source)
+    schema = resolve_schema(tasks_path, source)
     train_d, val_d = resolve_train_data(data, source, val, max_dialogues, seed)
     teacher, teacher_info = None, None
     if scores is not None and objective != "none":
