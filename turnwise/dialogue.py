@@ -12,7 +12,6 @@ label is a list of label names (possibly empty).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from turnwise.errors import DataError
+from turnwise.jsonl import iter_models, validation_message
 
 LabelValue = str | list[str]
 
@@ -51,35 +51,16 @@ class Dialogue(BaseModel):
         return [i for i, t in enumerate(self.turns) if task in t.labels]
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        parts.append(f"field '{loc}': {e['msg']}")
-    return "; ".join(parts)
-
-
 def parse_dialogue(obj: Any, *, path: str | None = None, line: int | None = None) -> Dialogue:
     try:
         return Dialogue.model_validate(obj)
     except ValidationError as err:
-        raise DataError(_format_validation_error(err), path=path, line=line) from None
+        raise DataError(validation_message(err), path=path, line=line) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[Dialogue]:
     """Yield dialogues from a JSONL file; a bad line raises :class:`DataError` naming file, line, field."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError("file not found", path=str(p))
-    with p.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", path=str(p), line=lineno) from None
-            yield parse_dialogue(obj, path=str(p), line=lineno)
+    return iter_models(path, Dialogue)
 
 
 def read_jsonl(path: str | Path) -> list[Dialogue]:

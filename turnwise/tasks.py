@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from turnwise.errors import DataError
+from turnwise.jsonl import validation_message
 
 
 class TaskType(str, Enum):
@@ -109,7 +110,7 @@ def parse_tasks(raw: Any, *, path: str | None = None) -> TaskSchema:
     try:
         return TaskSchema.model_validate(raw)
     except ValidationError as err:
-        msg = "; ".join(f"field '{'.'.join(str(x) for x in e['loc'])}': {e['msg']}" for e in err.errors())
+        msg = validation_message(err)
         raise DataError(msg, path=path) from None
 
 
