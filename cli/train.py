@@ -85,7 +85,8 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
     t0 = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    # Under torchrun only rank 0 draws progress (the other ranks' bars would stay empty).
+    with Progress(*columns, console=console, transient=False, disable=not main_rank) as bar:
         job = bar.add_task("training", total=None, info="")
 
         every = 0
