@@ -60,6 +60,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.bundles import SAMPLE_TASKS, backbone_for, untrained_checkpoint
+from harness.machine import cpu_flags, cpu_name, loadavg
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BATCHES = (1, 8, 32)
@@ -77,21 +80,12 @@ Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 # --------------------------------------------------------------------------- environment
 
 def hardware(threads: int) -> dict[str, Any]:
-    from export.parity import cpu_model
-
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
     import torch
 
+    flags = set(cpu_flags(prefixes=None))
     bf16_onednn = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "machine": platform.machine(),
         "logical_cpus": os.cpu_count(),
         "threads_used": threads,
@@ -112,13 +106,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -195,17 +182,13 @@ def build_artifacts(work: Path, quick: bool, gpu: bool, say: Callable[[str], Non
     from export.parity import Tolerance, default_tolerances
     from export.pipeline import ExportOptions, export_bundle
     from export.quantize import DEFAULT_PRESET
-    from trainer.checkpoint import load_checkpoint, save_checkpoint
-    from trainer.model import build_model, make_tiny_backbone
+    from trainer.checkpoint import load_checkpoint
     from turnwise.tasks import load_tasks
-    from turnwise.window import WindowConfig
 
-    schema = load_tasks(REPO / "samples" / "tasks.yaml")
-    backbone = str(make_tiny_backbone(work / "tiny-backbone")) if quick else "minilm"
+    schema = load_tasks(SAMPLE_TASKS)
+    backbone = backbone_for("tiny" if quick else "minilm", work / "tiny-backbone")
     say(f"building the student ({'tiny random BERT' if quick else 'MiniLM-L6'})")
-    built = build_model(backbone, schema, seed=0)
-    ckpt_dir = save_checkpoint(work / "ckpt", built.model, built.tokenizer, WindowConfig(),
-                               {"backbone": backbone, "name": "bench", "version": "0"})
+    ckpt_dir = untrained_checkpoint(work / "ckpt", backbone, name="bench", version="0", schema=schema)
     # int8/fp16 label agreement is recorded but not gated: the heads are untrained (near-tied logits),
     # so agreement would measure their margins, not the engine. fp32 keeps its strict 1e-4 gate.
     tols = default_tolerances()

@@ -1,8 +1,10 @@
 """End-to-end service benchmark: turnwise vs a naive FastAPI server, same model, same Redis, same run.
 
-1. Builds the MiniLM student (``build_model("minilm")`` + ``save_checkpoint``; untrained heads, which
-   changes nothing about speed) and exports it with ``run_export`` (cached under ``runs/bench``).
-2. Starts a redis-server on a free loopback port; both servers keep their windows in it.
+1. Builds the MiniLM student (:func:`harness.bundles.untrained_bundle`: ``build_model("minilm")`` +
+   ``save_checkpoint``; untrained heads, which changes nothing about speed) and exports it with
+   ``run_export`` (cached under ``runs/bench``).
+2. Starts a redis-server on a free loopback port (:class:`harness.redis.RedisServer`); both servers
+   keep their windows in it.
 3. For each server (turnwise over REST, turnwise over WebSocket, the naive server of
    :mod:`benchmarks.naive_server` over REST) a separate load-generator process
    (:mod:`benchmarks.loadgen`) measures one stream (p50/p99 of an otherwise idle server) and then
@@ -27,21 +29,25 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import pstats
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from harness.bundles import is_intact, untrained_bundle
+from harness.machine import loadavg, machine_facts
+from harness.ports import free_port
+from harness.redis import RedisServer
+from turnwise.names import CHECKPOINT_META
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -53,64 +59,17 @@ def log(msg: str) -> None:
     print(f"[service_bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- setup -----------------------------------------------------------------------------------------
 def ensure_bundle(workdir: Path, variants: list[str]) -> tuple[Path, Path]:
-    """(checkpoint, bundle) of the MiniLM student; built once and reused while bundle.json exists."""
+    """(checkpoint, bundle) of the MiniLM student; built once and reused while both are there and intact.
+
+    The naive server runs the checkpoint in PyTorch, turnwise serves the bundle exported from it.
+    """
     ckpt, bundle = workdir / "minilm-ckpt", workdir / "minilm-bundle"
-    manifest = bundle / "bundle.json"
-    if manifest.exists() and sorted(json.loads(manifest.read_text())["variants"]) == sorted(variants):
-        return ckpt, bundle
-    from export.cli import run_export
-    from trainer.checkpoint import save_checkpoint
-    from trainer.model import build_model
-    from turnwise.tasks import load_tasks
-    from turnwise.window import WindowConfig
-
-    log(f"building the MiniLM student and exporting it (once; cached in {workdir})")
-    shutil.rmtree(ckpt, ignore_errors=True)
-    built = build_model("minilm", load_tasks(REPO / "samples" / "tasks.yaml"), seed=0)
-    save_checkpoint(
-        ckpt,
-        built.model,
-        built.tokenizer,
-        WindowConfig(),
-        {"backbone": "minilm", "name": "minilm-bench", "version": "1"},
-    )
-    run_export(ckpt, bundle, variants, name="minilm-bench", version="1")
+    if not (is_intact(bundle, variants) and (ckpt / CHECKPOINT_META).exists()):
+        log(f"building the MiniLM student and exporting it (once; cached in {workdir})")
+    untrained_bundle(bundle, kind="minilm", variants=variants, name="minilm-bench", version="1", checkpoint=ckpt)
     return ckpt, bundle
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -230,23 +189,15 @@ def scrape_stage_means(url: str) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError):
-        mem_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
     import onnxruntime
 
+    facts = machine_facts()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        "cpu": facts["cpu"],
+        "cores": facts["cores"],
+        "memory_gb": facts["memory_gb"],
+        "platform": facts["platform"],
+        "python": facts["python"],
         "onnxruntime": onnxruntime.__version__,
         "shared_cores": "server(s), redis and the load generator all run on these cores",
     }
@@ -377,15 +328,8 @@ def window_compute(bundle: Path) -> dict[str, Any]:
     }
 
 
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
-
-
-# --- main ------------------------------------------------------------------------------------------
-def main() -> None:
+# --- main: build bundles, start servers and sweep, write results ---------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path(os.environ.get("RUNS", REPO / "runs")) / "bench")
     p.add_argument("--variant", default="fp32", help="bundle variant to export and serve")
@@ -396,146 +340,193 @@ def main() -> None:
     p.add_argument("--no-ws", action="store_true", help="skip the WebSocket sweep")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS / "service.json")
-    args = p.parse_args()
-    started = time.monotonic()
-    budget = args.max_minutes * 60
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return p.parse_args(argv)
 
-    ckpt, bundle = ensure_bundle(args.workdir, [args.variant])
-    compute = window_compute(bundle)
-    load_before = loadavg()
-    runs: dict[str, dict[str, Any]] = {}
-    extra: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="twbench-") as tmp_s, redis_server(Path(tmp_s)) as redis_url:
+
+class Clock:
+    """The run's wall time against its ``--max-minutes`` budget."""
+
+    def __init__(self, max_minutes: float):
+        self.started = time.monotonic()
+        self.budget_s = max_minutes * 60
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return self.budget_s - self.elapsed()
+
+
+@dataclass
+class Sweeps:
+    """What the servers' runs produced: loadgen results per server, turnwise's own stage means, the profile."""
+
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    turnwise_stage_means: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+
+
+@dataclass
+class Turnwise:
+    """How the turnwise server under test is started: its environment and port."""
+
+    env: dict[str, str]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def turnwise_config(args: argparse.Namespace, bundle: Path, redis_url: str, base_env: dict[str, str]) -> Turnwise:
+    port = free_port()
+    env = {
+        **base_env,
+        "TURNWISE_BUNDLE": str(bundle),
+        "TURNWISE_REDIS_URL": redis_url,
+        "TURNWISE_HOST": "127.0.0.1",
+        "TURNWISE_PORT": str(port),
+        "TURNWISE_VARIANT": args.variant,
+        "TURNWISE_MAX_BATCH_SIZE": str(args.max_batch_size),
+        "TURNWISE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
+        "TURNWISE_MAX_QUEUE": "1024",
+        "TURNWISE_RELOAD_POLL_S": "0",
+        "TURNWISE_LOG_LEVEL": "warning",
+        "TURNWISE_API_KEYS": "",
+    }
+    return Turnwise(env, port)
+
+
+def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clock, sweeps: Sweeps) -> float:
+    """turnwise over REST (one stream, then the sweep), then over WebSocket in the same server process.
+
+    Returns the REST max rate at p99 <= 100 ms (20/s when no stage held it): where the later runs start.
+    """
+    log(f"turnwise (REST): one stream, then the load sweep [{clock.remaining():.0f}s left]")
+    with server("turnwise", [sys.executable, "-m", "service.serve"], tw.env, tw.port, tmp) as proc:
+        sweeps.runs["turnwise"] = loadgen(
+            tw.url,
+            tmp / "tw.json",
+            mode="both",
+            server_pid=proc.pid,
+            stage_s=args.stage_s,
+            max_seconds=min(150, clock.remaining() / 3),
+            metrics_url=tw.url + "/metrics",
+            prefix="tw",
+        )
+        sweeps.turnwise_stage_means = scrape_stage_means(tw.url)
+        tw_best = headline(sweeps.runs["turnwise"])["max_tps_at_p99_100ms"] or 20.0
+        if not args.no_ws and clock.remaining() > 200:
+            log(f"turnwise (WebSocket): load sweep [{clock.remaining():.0f}s left]")
+            sweeps.runs["turnwise_ws"] = loadgen(
+                tw.url,
+                tmp / "tw_ws.json",
+                mode="both",
+                server_pid=proc.pid,
+                ws=True,
+                start_rate=round(0.7 * tw_best),
+                stage_s=args.stage_s,
+                max_seconds=min(100, clock.remaining() / 3),
+                metrics_url=tw.url + "/metrics",
+                prefix="tws",
+            )
+    return tw_best
+
+
+def sweep_naive(args: argparse.Namespace, ckpt: Path, redis_url: str, base_env: dict[str, str], tmp: Path,
+                clock: Clock, sweeps: Sweeps) -> None:
+    """The naive server (:mod:`benchmarks.naive_server`) over REST: one stream, then the sweep."""
+    naive_port = free_port()
+    log(f"naive server (REST): one stream, then the load sweep [{clock.remaining():.0f}s left]")
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.naive_server",
+        "--checkpoint",
+        str(ckpt),
+        "--redis-url",
+        redis_url,
+        "--port",
+        str(naive_port),
+    ]
+    with server("naive", cmd, base_env, naive_port, tmp) as proc:
+        sweeps.runs["naive"] = loadgen(
+            f"http://127.0.0.1:{naive_port}",
+            tmp / "naive.json",
+            mode="both",
+            server_pid=proc.pid,
+            stage_s=args.stage_s,
+            max_seconds=max(30, min(150, clock.remaining() - 60)),
+            prefix="naive",
+        )
+
+
+def profile_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clock,
+                     tw_best: float) -> dict[str, Any] | None:
+    """turnwise under cProfile at 80% of its max rate; writes service_profile.txt, returns its summary."""
+    log(f"profiling turnwise at 80% of its max rate [{clock.remaining():.0f}s left]")
+    prof = tmp / "turnwise.prof"
+    cmd = [sys.executable, "-m", "benchmarks.profiled_serve", str(prof)]
+    with server("turnwise-profiled", cmd, tw.env, tw.port, tmp) as proc:
+        prof_run = loadgen(
+            tw.url,
+            tmp / "prof.json",
+            mode="fixed",
+            server_pid=proc.pid,
+            start_rate=round(0.8 * tw_best),
+            stage_s=args.stage_s,
+            max_seconds=60,
+            metrics_url=tw.url + "/metrics",
+            prefix="prof",
+        )
+    time.sleep(0.5)
+    if not prof.exists():
+        return None
+    profile = profile_summary(prof, RESULTS / "service_profile.txt")
+    stage = prof_run["stages"][0]
+    wall = stage["wall_s"]
+    profile["under_profiler"] = {
+        "offered": round(stage["offered_actual"], 1),
+        "throughput": round(stage["throughput"], 1),
+        "p99_ms": round(stage["p99_ms"], 1),
+        "server_loop_thread_cores": round(stage["server_cpu_s"]["main"] / wall, 2),
+        "server_other_threads_cores": round(stage["server_cpu_s"]["other"] / wall, 2),
+        "loop_thread_python_busy_share": round(profile["loop_thread_busy_python_s"] / wall, 3),
+        "server_stage_means_ms": stage.get("server_stage_means"),
+        "note": "cProfile slows the event-loop thread; latency figures here are not the benchmark's",
+    }
+    return profile
+
+
+def run_servers(args: argparse.Namespace, ckpt: Path, bundle: Path, clock: Clock) -> Sweeps:
+    """One redis-server for every run; turnwise (REST, WebSocket), the naive server, then the profile."""
+    sweeps = Sweeps()
+    with tempfile.TemporaryDirectory(prefix="twbench-") as tmp_s, RedisServer(Path(tmp_s)) as redis:
         tmp = Path(tmp_s)
         base_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        tw_port = free_port()
-        tw_env = {
-            **base_env,
-            "TURNWISE_BUNDLE": str(bundle),
-            "TURNWISE_REDIS_URL": redis_url,
-            "TURNWISE_HOST": "127.0.0.1",
-            "TURNWISE_PORT": str(tw_port),
-            "TURNWISE_VARIANT": args.variant,
-            "TURNWISE_MAX_BATCH_SIZE": str(args.max_batch_size),
-            "TURNWISE_MAX_BATCH_WAIT_MS": str(args.max_batch_wait_ms),
-            "TURNWISE_MAX_QUEUE": "1024",
-            "TURNWISE_RELOAD_POLL_S": "0",
-            "TURNWISE_LOG_LEVEL": "warning",
-            "TURNWISE_API_KEYS": "",
-        }
-        tw_url = f"http://127.0.0.1:{tw_port}"
+        tw = turnwise_config(args, bundle, redis.url, base_env)
+        tw_best = sweep_turnwise(args, tw, tmp, clock, sweeps)
+        sweep_naive(args, ckpt, redis.url, base_env, tmp, clock, sweeps)
+        if not args.no_profile and clock.remaining() > 45:
+            sweeps.profile = profile_turnwise(args, tw, tmp, clock, tw_best)
+    return sweeps
 
-        def remaining() -> float:
-            return budget - (time.monotonic() - started)
 
-        log(f"turnwise (REST): one stream, then the load sweep [{remaining():.0f}s left]")
-        with server("turnwise", [sys.executable, "-m", "service.serve"], tw_env, tw_port, tmp) as proc:
-            runs["turnwise"] = loadgen(
-                tw_url,
-                tmp / "tw.json",
-                mode="both",
-                server_pid=proc.pid,
-                stage_s=args.stage_s,
-                max_seconds=min(150, remaining() / 3),
-                metrics_url=tw_url + "/metrics",
-                prefix="tw",
-            )
-            extra["turnwise_stage_means"] = scrape_stage_means(tw_url)
-            tw_best = headline(runs["turnwise"])["max_tps_at_p99_100ms"] or 20.0
-            if not args.no_ws and remaining() > 200:
-                log(f"turnwise (WebSocket): load sweep [{remaining():.0f}s left]")
-                runs["turnwise_ws"] = loadgen(
-                    tw_url,
-                    tmp / "tw_ws.json",
-                    mode="both",
-                    server_pid=proc.pid,
-                    ws=True,
-                    start_rate=round(0.7 * tw_best),
-                    stage_s=args.stage_s,
-                    max_seconds=min(100, remaining() / 3),
-                    metrics_url=tw_url + "/metrics",
-                    prefix="tws",
-                )
-        naive_port = free_port()
-        log(f"naive server (REST): one stream, then the load sweep [{remaining():.0f}s left]")
-        with server(
-            "naive",
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.naive_server",
-                "--checkpoint",
-                str(ckpt),
-                "--redis-url",
-                redis_url,
-                "--port",
-                str(naive_port),
-            ],
-            base_env,
-            naive_port,
-            tmp,
-        ) as proc:
-            runs["naive"] = loadgen(
-                f"http://127.0.0.1:{naive_port}",
-                tmp / "naive.json",
-                mode="both",
-                server_pid=proc.pid,
-                stage_s=args.stage_s,
-                max_seconds=max(30, min(150, remaining() - 60)),
-                prefix="naive",
-            )
-        profile: dict[str, Any] | None = None
-        if not args.no_profile and remaining() > 45:
-            log(f"profiling turnwise at 80% of its max rate [{remaining():.0f}s left]")
-            prof = tmp / "turnwise.prof"
-            with server(
-                "turnwise-profiled",
-                [sys.executable, "-m", "benchmarks.profiled_serve", str(prof)],
-                tw_env,
-                tw_port,
-                tmp,
-            ) as proc:
-                prof_run = loadgen(
-                    tw_url,
-                    tmp / "prof.json",
-                    mode="fixed",
-                    server_pid=proc.pid,
-                    start_rate=round(0.8 * tw_best),
-                    stage_s=args.stage_s,
-                    max_seconds=60,
-                    metrics_url=tw_url + "/metrics",
-                    prefix="prof",
-                )
-            time.sleep(0.5)
-            if prof.exists():
-                profile = profile_summary(prof, RESULTS / "service_profile.txt")
-                stage = prof_run["stages"][0]
-                wall = stage["wall_s"]
-                profile["under_profiler"] = {
-                    "offered": round(stage["offered_actual"], 1),
-                    "throughput": round(stage["throughput"], 1),
-                    "p99_ms": round(stage["p99_ms"], 1),
-                    "server_loop_thread_cores": round(stage["server_cpu_s"]["main"] / wall, 2),
-                    "server_other_threads_cores": round(stage["server_cpu_s"]["other"] / wall, 2),
-                    "loop_thread_python_busy_share": round(profile["loop_thread_busy_python_s"] / wall, 3),
-                    "server_stage_means_ms": stage.get("server_stage_means"),
-                    "note": "cProfile slows the event-loop thread; latency figures here are not the benchmark's",
-                }
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
 
+
+def build_result(args: argparse.Namespace, sweeps: Sweeps, compute: dict[str, Any], load_before: list[float],
+                 clock: Clock) -> dict[str, Any]:
+    """The results file (``--out``): headlines, the machine, the method, and every stage of every run."""
+    runs = sweeps.runs
     tw, naive = headline(runs["turnwise"]), headline(runs["naive"])
-    result: dict[str, Any] = {
+    return {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "turnwise": tw,
         "naive": naive,
-        "ratio_tps": round(tw["max_tps_at_p99_100ms"] / naive["max_tps_at_p99_100ms"], 2)
-        if naive["max_tps_at_p99_100ms"]
-        else None,
-        "ratio_tps_at_p99_1s": round(tw["max_tps_at_p99_1s"] / naive["max_tps_at_p99_1s"], 2)
-        if naive["max_tps_at_p99_1s"]
-        else None,
+        "ratio_tps": ratio(tw["max_tps_at_p99_100ms"], naive["max_tps_at_p99_100ms"]),
+        "ratio_tps_at_p99_1s": ratio(tw["max_tps_at_p99_1s"], naive["max_tps_at_p99_1s"]),
         "turnwise_ws": headline(runs["turnwise_ws"]) if "turnwise_ws" in runs else None,
         "hardware": hardware(),
         "bundle_variant": args.variant,
@@ -566,7 +557,7 @@ def main() -> None:
             "niceness": os.nice(0),
             "load_average_after": loadavg(),
         },
-        "turnwise_stage_means_ms": extra.get("turnwise_stage_means"),
+        "turnwise_stage_means_ms": sweeps.turnwise_stage_means,
         "compute": {
             **compute,
             "gflops_at_max_tps": {
@@ -575,15 +566,33 @@ def main() -> None:
             },
         },
         "cpu_split": {name: cpu_split(run) for name, run in runs.items()},
-        "profile": profile,
+        "profile": sweeps.profile,
         "stages": {name: run.get("stages", []) for name, run in runs.items()},
         "one_stream": {name: run.get("one_stream") for name, run in runs.items()},
         "goal": {"tps_at_p99_100ms": 300, "ratio": 4},
-        "wall_s": round(time.monotonic() - started, 1),
+        "wall_s": round(clock.elapsed(), 1),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(runs, args.out.with_name("service_latency.png"))
-    log(f"wrote {args.out}: turnwise {tw} | naive {naive} | ratio {result['ratio_tps']}")
+
+
+def write_results(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
+    """``out`` (JSON) and service_latency.png beside it."""
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(runs, out.with_name("service_latency.png"))
+    log(f"wrote {out}: turnwise {result['turnwise']} | naive {result['naive']} | ratio {result['ratio_tps']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    clock = Clock(args.max_minutes)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    ckpt, bundle = ensure_bundle(args.workdir, [args.variant])
+    compute = window_compute(bundle)
+    load_before = loadavg()
+    sweeps = run_servers(args, ckpt, bundle, clock)
+    write_results(args.out, build_result(args, sweeps, compute, load_before, clock), sweeps.runs)
 
 
 if __name__ == "__main__":

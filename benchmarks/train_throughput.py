@@ -17,37 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.machine import cpu_flags, cpu_name
 from trainer.losses import single_label_loss
 from trainer.model import build_model
 from turnwise.tasks import parse_tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2")))
 
 
 def step_time(model, opt, batch, target, bf16: bool) -> float:
@@ -68,7 +49,8 @@ def streaming_vs_flat(args: argparse.Namespace) -> dict:
     from trainer.feeds import FlatFeed, SpanFeed
     from trainer.segments import build_segments
     from trainer.spans import build_spans
-    from trainer.train import TrainConfig, autocast, finetune_loss
+    from trainer.steps import autocast, finetune_loss
+    from trainer.train import TrainConfig
     from turnwise.window import WindowConfig
 
     root = Path(args.data) if args.data else default_data_root() / "dailydialog"

@@ -1,7 +1,8 @@
 """What a load test runs against: a real redis-server and ``turnwise serve`` on loopback, and a bundle.
 
 Both processes are started on free loopback ports and stopped (SIGTERM, then SIGKILL) on exit; their
-logs go to files next to the results so a failed run can be read afterwards.
+logs go to files next to the results so a failed run can be read afterwards. The redis-server, the
+ports and the untrained bundles come from :mod:`harness`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.bundles import untrained_bundle
+from harness.ports import free_port
+from harness.redis import RedisServer
+
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ROOT / "samples" / "tasks.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> int | None:
@@ -44,30 +40,8 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> int | None:
 @contextlib.contextmanager
 def redis_server(log_path: Path, binary: str | None = None) -> Iterator[str]:
     """A throwaway redis-server (no persistence) on a free loopback port; yields its URL."""
-    exe = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(exe).exists():
-        raise RuntimeError("redis-server not found (apt-get install redis-server, or make system-deps)")
-    port = free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as logf:
-        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                 "--protected-mode", "yes"], stdout=logf, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start (log: {log_path})")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            _stop(proc)
+    with RedisServer(binary=binary, log_path=log_path) as server:
+        yield server.url
 
 
 def turnwise_command() -> list[str]:
@@ -116,30 +90,7 @@ def build_bundle(kind: str, out: Path, *, max_turns: int = 12, max_tokens: int =
     backbone with untrained task heads -- the production architecture, so the same compute per turn
     as a trained model; the scores themselves are meaningless, which a load test does not look at.
     """
-    from export.bundle import read_manifest, verify
-    from export.cli import run_export
-    from trainer.checkpoint import save_checkpoint
-    from trainer.model import build_model, make_tiny_backbone
-    from turnwise.tasks import load_tasks
     from turnwise.window import WindowConfig
 
-    if (out / "bundle.json").exists():
-        with contextlib.suppress(Exception):
-            verify(out, read_manifest(out))
-            return out
-    schema = load_tasks(TASKS)
-    work = out.parent / f".{out.name}.build"
-    shutil.rmtree(work, ignore_errors=True)
-    if kind == "tiny":
-        backbone: str = str(make_tiny_backbone(work / "backbone"))
-    elif kind == "minilm":
-        backbone = "minilm"
-    else:
-        raise ValueError(f"unknown model kind {kind!r} (tiny|minilm)")
-    built = build_model(backbone, schema, seed=0)
-    ckpt = save_checkpoint(work / "checkpoint", built.model, built.tokenizer,
-                           WindowConfig(max_turns=max_turns, max_tokens=max_tokens),
-                           {"backbone": backbone, "name": f"loadtest-{kind}", "version": "untrained-1"})
-    path = run_export(ckpt, out, ["fp32"])
-    shutil.rmtree(work, ignore_errors=True)
-    return path
+    return untrained_bundle(out, kind=kind, window=WindowConfig(max_turns=max_turns, max_tokens=max_tokens),
+                            name=f"loadtest-{kind}", version="untrained-1")

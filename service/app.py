@@ -24,7 +24,7 @@ from service.errors import ErrorKind, ServiceError, count_failure, install_handl
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.routes import admin, dialogues, feedback, health, score, stream
-from service.store.base import open_store
+from service.store import open_store
 
 log = logging.getLogger("turnwise.service")
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service.errors import ErrorKind, ServiceError, count_failure, validation_message
+from service.errors import ErrorKind, ServiceError, as_service_error, count_failure, invalid_input
 from service.schemas import EndFrame, Frame, TurnFrame
+from service.store.errors import StoreError
 
 if TYPE_CHECKING:
     from service.pipeline import Pipeline
@@ -117,7 +118,7 @@ class StreamConnection:
         try:
             frame = FRAME.validate_json(raw)
         except ValidationError as err:
-            return self._done(ServiceError(ErrorKind.invalid, validation_message(list(err.errors()))), _seq_of(raw))
+            return self._done(invalid_input(err.errors()), _seq_of(raw))
         previous, appended = self._last_appended, asyncio.Event()
         self._last_appended = appended
         if isinstance(frame, TurnFrame):
@@ -147,7 +148,8 @@ class StreamConnection:
                 on_appended=appended.set,
             )
             return {"type": "scores", **body}
-        except ServiceError as err:
+        except (ServiceError, StoreError) as failure:
+            err = as_service_error(failure)
             count_failure(self.metrics, err.kind)
             return error_frame(err, frame.seq)
         except Exception:
@@ -164,7 +166,8 @@ class StreamConnection:
             await asyncio.gather(*earlier, return_exceptions=True)
             await self.pipeline.end(frame.dialogue_id)
             return {"type": "ended", "dialogue_id": frame.dialogue_id}
-        except ServiceError as err:
+        except (ServiceError, StoreError) as failure:
+            err = as_service_error(failure)
             count_failure(self.metrics, err.kind)
             return error_frame(err, None)
         finally:

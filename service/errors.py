@@ -4,11 +4,16 @@ Every failure the service answers is a :class:`ServiceError` carrying an :class:
 turns it into ``{"error": message, "error_type": kind}`` with :data:`STATUS`, the WebSocket into
 ``{"type": "error", "code": kind, "message", "seq"}``. Both paths call :func:`count_failure`, so
 ``turnwise_failures_total{kind}`` counts each failure once.
+
+The window store raises its own :class:`~service.store.errors.StoreError`; :data:`STORE_KINDS` and
+:func:`as_service_error` turn it into a :class:`ServiceError` (conflict -> 409, unavailable -> 503),
+for the REST handlers and the WebSocket connection alike.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +21,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.store.errors import StoreError, StoreErrorKind
+from turnwise.jsonl import validation_message
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
@@ -83,13 +91,26 @@ def count_failure(metrics: Metrics | None, kind: ErrorKind) -> None:
         metrics.failures.labels(kind=kind.value).inc()
 
 
-def validation_message(errors: list[Any]) -> str:
-    """Pydantic errors -> one line naming each bad field (never echoing the input value)."""
-    parts = []
-    for e in errors:
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "path", "query"))
-        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+# What the window store's failures are to a client.
+STORE_KINDS: dict[StoreErrorKind, ErrorKind] = {
+    StoreErrorKind.conflict: ErrorKind.conflict,
+    StoreErrorKind.unavailable: ErrorKind.store_unavailable,
+}
+
+# Parts of a FastAPI error location that mean nothing to the client.
+REQUEST_LOCATIONS = ("body", "path", "query")
+
+
+def as_service_error(err: ServiceError | StoreError) -> ServiceError:
+    """A store failure as the service answers it (same message); a ServiceError as it is."""
+    if isinstance(err, StoreError):
+        return ServiceError(STORE_KINDS[err.kind], err.message)
+    return err
+
+
+def invalid_input(errors: Iterable[Mapping[str, Any]]) -> ServiceError:
+    """Pydantic errors of a request or a frame -> ``invalid`` naming each bad field (never the input value)."""
+    return ServiceError(ErrorKind.invalid, validation_message(errors, skip=REQUEST_LOCATIONS))
 
 
 def _metrics_of(request: Request) -> Metrics | None:
@@ -109,9 +130,13 @@ def install_handlers(app: FastAPI) -> None:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc, request)
 
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return error_response(as_service_error(exc), request)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(ServiceError(ErrorKind.invalid, validation_message(list(exc.errors()))), request)
+        return error_response(invalid_input(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

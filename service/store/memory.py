@@ -12,7 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore, conflict, fingerprint
+from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore
+from service.store.errors import seq_conflict
+from turnwise.names import turn_digest
 
 SWEEP_EVERY = 1024
 
@@ -54,14 +56,14 @@ class MemoryStore(WindowStore):
         self._appends += 1
         if self._appends % SWEEP_EVERY == 0:
             self._sweep(now)
-        digest = fingerprint(speaker, text)
+        digest = turn_digest(speaker, text)
         entry = self._live(dialogue_id, now)
         if entry is not None:
             if seq < entry.last_seq:
-                raise conflict(dialogue_id, seq, entry.last_seq, stale=True)
+                raise seq_conflict(dialogue_id, seq, entry.last_seq, stale=True)
             if seq == entry.last_seq:
                 if digest != entry.last_hash:
-                    raise conflict(dialogue_id, seq, entry.last_seq, stale=False)
+                    raise seq_conflict(dialogue_id, seq, entry.last_seq, stale=False)
                 entry.expires_at = now + self.ttl_s
                 return AppendResult("duplicate", list(entry.turns), entry.result)
         turn = StoredTurn(seq, speaker, text)

@@ -1,17 +1,18 @@
 """The Redis window store (DESIGN §6).
 
-Keys, hash-tagged so a dialogue's keys share one Redis Cluster slot (``dialogue_id`` cannot hold
-braces: its alphabet is ``[A-Za-z0-9._:-]``)::
+Keys (:mod:`turnwise.names` owns the layout: :func:`~turnwise.names.turns_key`,
+:func:`~turnwise.names.meta_key`, :func:`~turnwise.names.feedback_stream`), hash-tagged so a
+dialogue's keys share one Redis Cluster slot (``dialogue_id`` cannot hold braces: its alphabet is
+``[A-Za-z0-9._:-]``)::
 
     <prefix>{<dialogue_id>}:turns   LIST of turn JSON {"seq", "speaker", "text"}, trimmed to max_turns
-    <prefix>{<dialogue_id>}:meta    HASH last_seq, last_hash, result (JSON), model
+    <prefix>{<dialogue_id>}:meta    HASH last_seq, last_hash (turn digest), result (JSON), model
     <prefix>feedback                STREAM, XADD MAXLEN ~ feedback_maxlen
 
 Append + dedupe + trim + expire run in one Lua script (:data:`APPEND_LUA`), so a crash or a lost
 connection can never leave half a write. Any Redis connection error or timeout becomes
-``ServiceError(store_unavailable)`` (503); the pool reconnects by itself when Redis is back.
+``StoreError(unavailable)``; the pool reconnects by itself when Redis is back.
 """
-
 from __future__ import annotations
 
 import json
@@ -26,12 +27,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.errors import ErrorKind, ServiceError
-from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore, conflict, fingerprint
+from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore
+from service.store.errors import StoreError, StoreErrorKind, seq_conflict
+from turnwise import names
 
 T = TypeVar("T")
 
-# KEYS: turns, meta. ARGV: seq, fingerprint, turn JSON, max_turns, ttl_s.
+# KEYS: turns, meta. ARGV: seq, turn digest, turn JSON, max_turns, ttl_s.
 # -> {status, last_seq, result JSON or "", window LIST}; status in appended|duplicate|stale|conflict.
 APPEND_LUA = """
 local seq = tonumber(ARGV[1])
@@ -75,7 +77,7 @@ class RedisStore(WindowStore):
         self,
         url: str,
         *,
-        prefix: str = "tw:",
+        prefix: str = names.DEFAULT_KEY_PREFIX,
         ttl_s: int = 7200,
         timeout_s: float = 0.5,
         feedback_maxlen: int = 1_000_000,
@@ -98,34 +100,34 @@ class RedisStore(WindowStore):
         self._set_result = self.client.register_script(SET_RESULT_LUA)
 
     def turns_key(self, dialogue_id: str) -> str:
-        return f"{self.prefix}{{{dialogue_id}}}:turns"
+        return names.turns_key(self.prefix, dialogue_id)
 
     def meta_key(self, dialogue_id: str) -> str:
-        return f"{self.prefix}{{{dialogue_id}}}:meta"
+        return names.meta_key(self.prefix, dialogue_id)
 
     @property
     def feedback_key(self) -> str:
-        return f"{self.prefix}feedback"
+        return names.feedback_stream(self.prefix)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
-            raise ServiceError(
-                ErrorKind.store_unavailable, f"window store unavailable (Redis: {type(err).__name__})"
+            raise StoreError(
+                StoreErrorKind.unavailable, f"window store unavailable (Redis: {type(err).__name__})"
             ) from err
         except RedisError as err:
-            raise ServiceError(ErrorKind.store_unavailable, f"window store error (Redis: {err})") from err
+            raise StoreError(StoreErrorKind.unavailable, f"window store error (Redis: {err})") from err
 
     async def append(self, dialogue_id: str, seq: int, speaker: str, text: str, *, max_turns: int) -> AppendResult:
         turn = StoredTurn(seq, speaker, text)
         keys = [self.turns_key(dialogue_id), self.meta_key(dialogue_id)]
-        args: list[str | int] = [seq, fingerprint(speaker, text), turn.to_json(), max_turns, self.ttl_s]
+        args: list[str | int] = [seq, names.turn_digest(speaker, text), turn.to_json(), max_turns, self.ttl_s]
         status, last, result, raw_window = await self._call(lambda: self._append(keys=keys, args=args))
         if status == "stale":
-            raise conflict(dialogue_id, seq, int(last), stale=True)
+            raise seq_conflict(dialogue_id, seq, int(last), stale=True)
         if status == "conflict":
-            raise conflict(dialogue_id, seq, int(last), stale=False)
+            raise seq_conflict(dialogue_id, seq, int(last), stale=False)
         window = [StoredTurn.from_json(raw) for raw in raw_window]
         return AppendResult(status, window, json.loads(result) if result else None)
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from harness.ports import free_port
 from service.config import Settings
 from service.serve import GracefulServer, build_server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["LiveServer", "bundle_version", "free_port", "repoint"]
 
 
 def bundle_version(src: Path, dst: Path, version: str) -> Path:

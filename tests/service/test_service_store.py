@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from service.errors import ErrorKind, ServiceError
 from service.store.base import WindowStore
+from service.store.errors import StoreError, StoreErrorKind
 from service.store.memory import MemoryStore
 from service.store.redis import RedisStore
 
@@ -65,9 +65,9 @@ async def test_duplicate_before_result_has_no_result(store: WindowStore):
 async def test_conflicting_or_stale_seq_is_409(store: WindowStore, seq: int, speaker: str, text: str):
     await store.append("call-c", 0, "agent", "a", max_turns=5)
     await store.append("call-c", 1, "agent", "b", max_turns=5)
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(StoreError) as info:
         await store.append("call-c", seq, speaker, text, max_turns=5)
-    assert info.value.kind is ErrorKind.conflict
+    assert info.value.kind is StoreErrorKind.conflict
     state = await store.get("call-c")
     assert state is not None and [t.text for t in state.window] == ["a", "b"]
 
@@ -111,7 +111,7 @@ async def test_concurrent_appends_of_one_dialogue_stay_ordered(store: WindowStor
     accepted = [seq for seq, r in enumerate(results) if not isinstance(r, BaseException)]
     for r in results:
         if isinstance(r, BaseException):
-            assert isinstance(r, ServiceError) and r.kind is ErrorKind.conflict
+            assert isinstance(r, StoreError) and r.kind is StoreErrorKind.conflict
     state = await store.get("call-cc")
     assert state is not None
     seqs = [t.seq for t in state.window]
@@ -158,10 +158,10 @@ async def test_redis_down_is_store_unavailable_then_recovers(redis_server):
     try:
         await store.append("call-x", 0, "agent", "a", max_turns=5)
         redis_server.stop()
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(StoreError) as info:
             await store.append("call-x", 1, "agent", "b", max_turns=5)
-        assert info.value.kind is ErrorKind.store_unavailable
-        with pytest.raises(ServiceError):
+        assert info.value.kind is StoreErrorKind.unavailable
+        with pytest.raises(StoreError):
             await store.ping()
         redis_server.start()
         await store.ping()
@@ -177,3 +177,17 @@ async def test_memory_store_expires_windows():
     for entry in store._dialogues.values():  # age the entry instead of sleeping
         entry.expires_at -= 2
     assert await store.get("call-e") is None
+
+
+def test_store_errors_are_409_and_503_with_the_same_message():
+    from service.errors import ErrorKind, ServiceError, as_service_error
+    from service.store.errors import seq_conflict
+
+    stale = as_service_error(seq_conflict("call-m", 1, 2, stale=True))
+    assert stale.kind is ErrorKind.conflict and stale.status == 409
+    assert stale.body() == {"error": "dialogue 'call-m': seq 1 is older than the last seq 2", "error_type": "conflict"}
+    down = as_service_error(StoreError(StoreErrorKind.unavailable, "window store unavailable (Redis: ConnectionError)"))
+    assert down.kind is ErrorKind.store_unavailable and down.status == 503 and down.headers() is None
+    assert down.message == "window store unavailable (Redis: ConnectionError)"
+    same = ServiceError(ErrorKind.overloaded, "busy", retry_after=1)
+    assert as_service_error(same) is same
