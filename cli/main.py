@@ -233,7 +233,7 @@ def sidecar(
     """Training sidecar: feedback stream -> finetune -> publish a new bundle version if not worse.
 
     Settings from TURNWISE_REDIS_URL, TURNWISE_KEY_PREFIX, TURNWISE_BUNDLE and TURNWISE_SIDECAR_*."""
-    from trainer.sidecar_cli import run_sidecar
+    from sidecar.cli import run_sidecar
 
     raise typer.Exit(run_sidecar(once=once, bundle=bundle, state_dir=state_dir, checkpoint=checkpoint,
                                  heldout=heldout, min_new_labels=min_new_labels))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,11 @@ class StoredTurn:
     @classmethod
     def from_json(cls, raw: str | bytes) -> StoredTurn:
         d = json.loads(raw)
+        return cls(seq=int(d["seq"]), speaker=str(d["speaker"]), text=str(d["text"]))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StoredTurn:
+        """A turn from its :meth:`as_dict` form (e.g. one element of a JSON window snapshot)."""
         return cls(seq=int(d["seq"]), speaker=str(d["speaker"]), text=str(d["text"]))
 
     def as_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from export.providers import TRT_CACHE_ENV
 from service.config import Settings
-from trainer.sidecar import SidecarSettings
+from sidecar.settings import SidecarSettings
 
 from .chart import CHART, RELEASE, Renderer, by_kind, container, env_of, one, pod_spec
 
@@ -105,7 +105,7 @@ def test_service_mounts_the_bundle_read_only(chart: Renderer) -> None:
 def test_configmap_keys_are_service_settings(chart: Renderer, value_set: str) -> None:
     """Every TURNWISE_* the chart sets is a field of service.config.Settings (a typo would be ignored
     silently by pydantic-settings' extra="ignore"), or the TensorRT cache variable export reads; the
-    sidecar container may also set fields of trainer.sidecar.SidecarSettings."""
+    sidecar container may also set fields of sidecar.settings.SidecarSettings."""
     docs = render(chart, value_set)
     known = {f"TURNWISE_{name.upper()}" for name in Settings.model_fields} | {TRT_CACHE_ENV}
     sidecar_known = known | {f"TURNWISE_SIDECAR_{name.upper()}" for name in SidecarSettings.model_fields}

@@ -16,7 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from trainer.sidecar import Sidecar, SidecarSettings
+from sidecar.loop import Sidecar
+from sidecar.settings import SidecarSettings
 
 log = logging.getLogger("turnwise.sidecar")
 
