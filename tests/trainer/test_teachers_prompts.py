@@ -8,15 +8,8 @@ import string
 
 import pytest
 
-from trainer.teachers.prompts import (
-    ABSTAIN,
-    PromptBank,
-    parse_choice,
-    parse_label_json,
-    parse_lines_json,
-    render_dialogue,
-    render_turn,
-)
+from trainer.teachers.parsers import ABSTAIN, parse_choice, parse_label_json, parse_lines_json
+from trainer.teachers.prompts import PromptBank, render_dialogue, render_turn
 from turnwise.dialogue import Dialogue, Turn
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskType, parse_tasks
@@ -66,7 +59,7 @@ def test_emotion_files_are_told_apart_by_labels(bank):
 @pytest.mark.parametrize("source", ["multiwoz", "sgd", "multidogo"])
 def test_tasks_without_a_bank_file_get_generic_prompts_that_render_and_parse(bank, source):
     from trainer.data import source_tasks
-    from trainer.teachers.prompts import parse_turn_answer
+    from trainer.teachers.parsers import parse_turn_answer
     from trainer.teachers.scores import MAX_MULTILABEL_CLASSES
 
     schema = source_tasks(source)

@@ -248,7 +248,7 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
 def run_calibrate(data: Path, scores: Path, task: str, out: Path, *, source: str = "jsonl",
                   split: str | None = None, max_n: int = 30, seed: int = 0) -> dict:
     """ECE vs N, reliability diagrams and the H2 check for one task; JSON + PNGs in ``out``."""
-    from trainer.calibration import calibration_report, write_report
+    from trainer.teachers.calibration import calibration_report, write_report
 
     t0 = time.perf_counter()
     dialogues = load_source(source, Path(data), split)

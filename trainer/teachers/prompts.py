@@ -1,4 +1,4 @@
-"""The prompt bank: per-task prompt templates and label descriptions (data files), rendering, parsers.
+"""The prompt bank: per-task prompt templates and label descriptions (data files), and their rendering.
 
 A bank is a folder of YAML files (default: ``trainer/prompts/``), one per task and label set::
 
@@ -13,14 +13,13 @@ Templates are plain text with ``$name`` placeholders (:class:`string.Template`; 
 sign), so JSON examples need no escaping. A task of a schema finds its file by name and label list:
 ``emotion`` of DailyDialog and ``emotion`` of MELD are two files.
 
-Styles and their parsers (every parser returns an abstention, never raises, on an answer it cannot read):
+Styles (the answers each asks for are read by :mod:`trainer.teachers.parsers`):
 
 - ``choice`` (unit ``turn``): lettered options; the answer is a letter (or, failing that, exactly one
   label name). Multilabel: letters separated by commas, or ``NONE``.
 - ``label_json`` (unit ``turn``): ``{"reason": "...", "label": "<label>"}`` (multilabel: a list).
 - ``lines_json`` (unit ``dialogue``): the whole dialogue with numbered lines; the answer maps labels
-  to lists of line numbers. A line listed under two labels of a single-label task abstains; an unlisted
-  line gets ``default_label`` when the prompt names one (e.g. "lines not listed are neutral"), else abstains.
+  to lists of line numbers.
 
 Windows: a turn prompt sees the window that the student sees (``turnwise.window.segments``), one
 ``[usr]``/``[sys]``-tagged turn per line (``turnwise.window.turn_string``).
@@ -28,7 +27,6 @@ Windows: a turn prompt sees the window that the student sees (``turnwise.window.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +37,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from turnwise.errors import DataError
+from turnwise.jsonl import validation_message
 from turnwise.tasks import Task, TaskType
 from turnwise.window import WindowConfig, segments, turn_string
 
 DEFAULT_BANK = Path(__file__).resolve().parents[1] / "prompts"
-ABSTAIN = -1
 STYLES = ("choice", "label_json", "lines_json")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NO_CONTEXT = "(start of the conversation)"
@@ -139,8 +137,7 @@ class PromptBank:
             try:
                 entries.append(TaskPrompts.model_validate({**raw, "path": str(path)}))
             except ValidationError as err:
-                msg = "; ".join(f"field '{'.'.join(str(x) for x in e['loc'])}': {e['msg']}" for e in err.errors())
-                raise DataError(msg, path=str(path)) from None
+                raise DataError(validation_message(err), path=str(path)) from None
         if not entries:
             raise DataError("no prompt files (*.yaml) in the prompt bank", path=str(folder))
         return cls(entries, folder, fallback=fallback)
@@ -219,10 +216,6 @@ def generic_prompts(name: str, task: Task) -> TaskPrompts:
 # Rendering
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"[\s\-]+", "_", s.strip().lower())
-
-
 def _common_vars(tp: TaskPrompts, prompt: PromptTemplate) -> dict[str, str]:
     keys = [lab for lab in tp.labels if lab != prompt.default_label]
     return {
@@ -259,154 +252,3 @@ def _messages(prompt: PromptTemplate, values: dict[str, str]) -> list[dict[str, 
         msgs.append({"role": "system", "content": Template(prompt.system).substitute(values).strip()})
     msgs.append({"role": "user", "content": Template(prompt.user).substitute(values).strip()})
     return msgs
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsers: answer text -> vote(s). A vote is a class index, or a bitmask for multilabel; -1 abstains.
-
-
-def _label_index(value: Any, labels: Sequence[str]) -> int | None:
-    if not isinstance(value, str):
-        return None
-    key = _norm(value).strip("_.\"'")
-    for i, lab in enumerate(labels):
-        if _norm(lab) == key:
-            return i
-    return None
-
-
-def _labels_in_text(text: str, labels: Sequence[str]) -> list[int]:
-    low = " " + re.sub(r"[^a-z0-9_]+", " ", text.lower().replace("-", "_")) + " "
-    found = []
-    for i, lab in enumerate(labels):
-        forms = {_norm(lab), _norm(lab).replace("_", " ")}
-        if any(f" {f} " in low for f in forms):
-            found.append(i)
-    return found
-
-
-# A whole answer that is one letter may be lower case ("c"); inside a sentence only capitals count ("a" is a word).
-_LETTER_ONLY = re.compile(r"^[\s*`\"'(\[]*([A-Za-z])[\s*`\"')\].:]*$")
-_LETTER_LEAD = re.compile(r"^[\s*`\"'(\[]*([A-Z])\s*[).:\]-]")
-_LETTER_ANSWER = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is)?\s*[:=-]?\s*\(?([A-Z])\)?(?![A-Za-z])")
-
-
-def parse_choice(text: str | None, labels: Sequence[str], multilabel: bool = False) -> int:
-    try:
-        if not text or not text.strip():
-            return ABSTAIN
-        c = len(labels)
-        t = text.strip()
-        if multilabel:
-            if _norm(t).strip("._") == "none":
-                return 0
-            mask = 0
-            for tok in re.split(r"[,;\s]+|\band\b", t):
-                tok = tok.strip(" ().*`'\"")
-                if not tok:
-                    continue
-                if len(tok) == 1 and tok.upper() in LETTERS[:c]:
-                    mask |= 1 << LETTERS.index(tok.upper())
-                elif (j := _label_index(tok, labels)) is not None:
-                    mask |= 1 << j
-                else:
-                    return ABSTAIN
-            return mask
-        for rx in (_LETTER_ONLY, _LETTER_LEAD, _LETTER_ANSWER):
-            m = rx.search(t)
-            if m and m.group(1).upper() in LETTERS[:c]:
-                return LETTERS.index(m.group(1).upper())
-        found = _labels_in_text(t, labels)
-        return found[0] if len(found) == 1 else ABSTAIN
-    except Exception:  # a parser never crashes on a model's answer: it abstains
-        return ABSTAIN
-
-
-def _json_object(text: str) -> Any:
-    t = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
-    start, end = t.find("{"), t.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        return json.loads(t[start : end + 1])
-    except json.JSONDecodeError:
-        return None
-
-
-def parse_label_json(text: str | None, labels: Sequence[str], multilabel: bool = False) -> int:
-    try:
-        if not text:
-            return ABSTAIN
-        obj = _json_object(text)
-        value: Any = None
-        if isinstance(obj, dict):
-            value = obj.get("label", obj.get("labels"))
-        else:  # a truncated or chatty answer may still hold a readable "label": "..." pair
-            m = re.search(r'"labels?"\s*:\s*"([^"]+)"', text)
-            value = m.group(1) if m else None
-        if multilabel:
-            values = [value] if isinstance(value, str) else value
-            if not isinstance(values, list):
-                return ABSTAIN
-            mask = 0
-            for v in values:
-                j = _label_index(v, labels)
-                if j is None:
-                    return ABSTAIN
-                mask |= 1 << j
-            return mask
-        j = _label_index(value, labels)
-        return ABSTAIN if j is None else j
-    except Exception:
-        return ABSTAIN
-
-
-def parse_lines_json(text: str | None, labels: Sequence[str], n_lines: int, multilabel: bool = False,
-                     default_label: str | None = None) -> list[int]:
-    """One vote per line (1-based line k -> element k-1)."""
-    abstain_all = [ABSTAIN] * n_lines
-    try:
-        if not text:
-            return abstain_all
-        obj = _json_object(text)
-        if not isinstance(obj, dict):
-            return abstain_all
-        listed: list[set[int]] = [set() for _ in range(n_lines)]
-        known = 0
-        for key, value in obj.items():
-            j = _label_index(key, labels)
-            if j is None:
-                continue
-            known += 1
-            if not isinstance(value, list):
-                return abstain_all
-            for v in value:
-                try:
-                    k = int(v)
-                except (TypeError, ValueError):
-                    continue
-                if 1 <= k <= n_lines:
-                    listed[k - 1].add(j)
-        if known == 0:
-            return abstain_all
-        default = labels.index(default_label) if default_label in labels else None
-        out = []
-        for chosen in listed:
-            if multilabel:
-                out.append(sum(1 << j for j in chosen))
-            elif len(chosen) == 1:
-                out.append(next(iter(chosen)))
-            elif not chosen and default is not None:
-                out.append(default)
-            else:
-                out.append(ABSTAIN)
-        return out
-    except Exception:
-        return abstain_all
-
-
-def parse_turn_answer(prompt: PromptTemplate, text: str | None, labels: Sequence[str], task_type: TaskType) -> int:
-    multilabel = task_type is TaskType.multilabel
-    if prompt.style == "choice":
-        return parse_choice(text, labels, multilabel)
-    return parse_label_json(text, labels, multilabel)

@@ -20,14 +20,15 @@ JSONL, one record per (dialogue, task)::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from turnwise.errors import DataError
+from turnwise.jsonl import iter_models
 from turnwise.tasks import TaskType
 
 ABSTAIN = -1
@@ -195,23 +196,9 @@ def write_scores(records: Iterable[ScoreRecord], path: str | Path) -> int:
     return n
 
 
-def iter_scores(path: str | Path):
-    p = Path(path)
-    if not p.exists():
-        raise DataError("file not found", path=str(p))
-    with p.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", path=str(p), line=lineno) from None
-            try:
-                yield ScoreRecord.model_validate(obj)
-            except ValidationError as err:
-                msg = "; ".join(f"field '{'.'.join(str(x) for x in e['loc'])}': {e['msg']}" for e in err.errors())
-                raise DataError(msg, path=str(p), line=lineno) from None
+def iter_scores(path: str | Path) -> Iterator[ScoreRecord]:
+    """Every record of a scores file, validated; errors name file, line and field (``turnwise.jsonl``)."""
+    return iter_models(path, ScoreRecord)
 
 
 def read_scores(path: str | Path) -> dict[tuple[str, str], ScoreRecord]:

