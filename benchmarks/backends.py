@@ -62,6 +62,7 @@ import numpy as np
 
 from harness.bundles import SAMPLE_TASKS, backbone_for, untrained_checkpoint
 from harness.machine import cpu_flags, cpu_name, loadavg
+from turnwise.names import ONNX_INPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -71,7 +72,7 @@ CPU_BACKENDS = ("torch_fp32", "torch_bf16_autocast", "ort_fp32_raw", "ort_fp32_o
 GPU_BACKENDS = {"ort_cuda_fp16": "CUDAExecutionProvider", "ort_tensorrt_fp16": "TensorrtExecutionProvider"}
 # Which bundle variant a measured ORT backend is (the bundle's fp32 file is the optimized graph).
 BUNDLE_VARIANT = {"ort_fp32_optimized": "fp32", "ort_int8": "int8"}
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ONNX_INPUTS
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
@@ -178,8 +179,8 @@ def time_cell(run: Runner, feed: dict[str, np.ndarray], budget_s: float, min_rep
 
 def build_artifacts(work: Path, quick: bool, gpu: bool, say: Callable[[str], None]) -> dict[str, Any]:
     """Student checkpoint -> bundle (the real exporter) + the raw graph; returns paths and metadata."""
-    from export.onnx_export import TurnwiseOnnxConfig, export_raw
-    from export.parity import Tolerance, default_tolerances
+    from export.onnx_export import TurnwiseOnnxConfig, default_tolerances, export_raw
+    from export.parity import Tolerance
     from export.pipeline import ExportOptions, export_bundle
     from export.quantize import DEFAULT_PRESET
     from trainer.checkpoint import load_checkpoint

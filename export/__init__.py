@@ -1,28 +1,12 @@
-"""turnwise export: checkpoint -> verified ONNX model bundle (DESIGN §2), and the loader that serves it.
+"""turnwise export: checkpoint -> verified ONNX model bundle (the writer; the reader is :mod:`bundle`).
 
 - :mod:`export.pipeline` -- ``export_bundle``: ONNX export, fusions, int8/fp16, parity proof, manifest.
-- :mod:`export.loader` -- ``load_bundle`` / ``LoadedBundle``: what the service imports (no torch).
+- :mod:`export.parity` -- the probe set and the parity record of each variant.
 - :mod:`export.cli` -- ``run_export`` behind ``turnwise export``.
 
-Nothing heavy is imported here, so ``from export.loader import load_bundle`` stays torch-free.
+The exporter depends on the reader (bundle format, checksums, parity records), never the reverse.
 """
 
-from export.errors import (
-    BundleError,
-    BundleIncompleteError,
-    ChecksumError,
-    ExportError,
-    ParityError,
-    ParityRecordError,
-    VariantUnavailableError,
-)
+from export.errors import ExportError, ParityError
 
-__all__ = [
-    "BundleError",
-    "BundleIncompleteError",
-    "ChecksumError",
-    "ExportError",
-    "ParityError",
-    "ParityRecordError",
-    "VariantUnavailableError",
-]
+__all__ = ["ExportError", "ParityError"]

@@ -1,11 +1,6 @@
-"""The closed set of errors the exporter and the bundle loader raise.
-
-Export side: :class:`ParityError` when a variant disagrees with the PyTorch checkpoint beyond its
-tolerance (never downgraded to a warning), :class:`ExportError` for everything else that stops an export.
-
-Load side (what the service maps to "model unavailable"): :class:`BundleError` and its subclasses, one
-per reason a bundle must not be served.
-"""
+"""The errors the exporter raises: :class:`ParityError` when a variant disagrees with the PyTorch
+checkpoint beyond its tolerance (never downgraded to a warning), :class:`ExportError` for everything
+else that stops an export. The load side's errors live with the reader (:mod:`bundle.errors`)."""
 
 from __future__ import annotations
 
@@ -34,23 +29,3 @@ class ParityError(ExportError):
         self.metric = metric
         self.value = value
         self.tolerance = tolerance
-
-
-class BundleError(TurnwiseError):
-    """A model bundle cannot be served. The message names the bundle and the reason."""
-
-
-class BundleIncompleteError(BundleError):
-    """A file the bundle lists (or needs) is missing, or a needed file has no checksum."""
-
-
-class ChecksumError(BundleError):
-    """A file's sha256 differs from the one recorded in bundle.json: the bundle was modified."""
-
-
-class ParityRecordError(BundleError):
-    """The parity record of the chosen variant is missing, failed, or does not meet its tolerance."""
-
-
-class VariantUnavailableError(BundleError):
-    """The requested variant or execution provider does not exist in this bundle / onnxruntime build."""

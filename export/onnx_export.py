@@ -37,15 +37,13 @@ import onnx
 import torch
 
 from export.errors import ExportError
+from export.parity import Tolerance
 from trainer.model import TurnwiseModel
+from turnwise.names import ONNX_INPUTS, logits_output
 
 DEFAULT_OPSET = 17  # first opset with a native LayerNormalization; supported by every ORT >= 1.14
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_PREFIX = "logits_"
-
-
-def output_name(task: str) -> str:
-    return f"{OUTPUT_PREFIX}{task}"
+INPUT_NAMES = ONNX_INPUTS
+output_name = logits_output
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,15 @@ class TurnwiseOnnxConfig:
     # int8 / fp16 change logits by ~1e-2; what must survive is the decision.
     min_label_agreement: float = 0.99
     dynamic_axes: dict[str, dict[int, str]] = field(init=False)
+
+    def tolerances(self) -> dict[str, Tolerance]:
+        """Per variant: what its parity record must meet (fp32 within fp32_atol; every variant keeps the
+        labels on at least min_label_agreement of the probes)."""
+        return {
+            "fp32": Tolerance(max_abs_diff=self.fp32_atol, min_label_agreement=self.min_label_agreement),
+            "int8": Tolerance(max_abs_diff=None, min_label_agreement=self.min_label_agreement),
+            "fp16": Tolerance(max_abs_diff=None, min_label_agreement=self.min_label_agreement),
+        }
 
     def __post_init__(self) -> None:
         axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in self.input_names}
@@ -169,3 +176,8 @@ def convert_fp16(raw: Path, out: Path) -> GraphInfo:
     onnx.save(half, str(out))
     settings = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
     return GraphInfo(source="fp16", built_from="raw", settings=settings, op_counts=op_counts(out))
+
+
+def default_tolerances() -> dict[str, Tolerance]:
+    """The tolerances :class:`TurnwiseOnnxConfig` declares, per variant."""
+    return TurnwiseOnnxConfig(tasks=()).tolerances()

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from bundle.parity_record import first_failure
 from export.errors import ExportError, ParityError
 from turnwise.dialogue import read_jsonl
+from turnwise.names import ONNX_INPUTS
 from turnwise.scoring import predict_indices, probabilities
 from turnwise.tasks import TaskSchema
 from turnwise.window import WindowConfig, encode_windows, pad_batch, segments
@@ -113,7 +115,7 @@ def pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
 
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # TurnwiseModel.forward's positional order
+INPUTS = ONNX_INPUTS  # TurnwiseModel.forward's positional order
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -157,14 +159,6 @@ class Tolerance:
 
     def to_dict(self) -> dict[str, float | None]:
         return {"max_abs_diff": self.max_abs_diff, "min_label_agreement": self.min_label_agreement}
-
-
-def default_tolerances(fp32_atol: float = 1e-4, min_agreement: float = 0.99) -> dict[str, Tolerance]:
-    return {
-        "fp32": Tolerance(max_abs_diff=fp32_atol, min_label_agreement=min_agreement),
-        "int8": Tolerance(max_abs_diff=None, min_label_agreement=min_agreement),
-        "fp16": Tolerance(max_abs_diff=None, min_label_agreement=min_agreement),
-    }
 
 
 def compare(schema: TaskSchema, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
@@ -215,22 +209,6 @@ def record(variant: str, file: str, per_output: dict[str, dict[str, float]], tol
     }
     rec["passed"] = first_failure(rec) is None
     return rec
-
-
-def first_failure(rec: dict[str, Any]) -> tuple[str, str, float, float] | None:
-    """(output, metric, value, tolerance) of the worst breach in a parity record, or None if within bounds."""
-    tol = rec.get("tolerance") or {}
-    outputs: dict[str, dict[str, float]] = rec.get("outputs") or {}
-    atol, agree = tol.get("max_abs_diff"), tol.get("min_label_agreement")
-    if atol is not None:
-        name, worst = max(outputs.items(), key=lambda kv: kv[1]["max_abs_diff"])
-        if not worst["max_abs_diff"] <= atol:  # "not <=" also catches NaN
-            return name, "max_abs_diff", worst["max_abs_diff"], atol
-    if agree is not None:
-        name, worst = min(outputs.items(), key=lambda kv: kv[1]["label_agreement"])
-        if not worst["label_agreement"] >= agree:
-            return name, "label_agreement", worst["label_agreement"], agree
-    return None
 
 
 def check(variant: str, rec: dict[str, Any]) -> None:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.bundle import (
+from bundle.manifest import (
     CARD,
+    DEFAULT_PREFERRED_VARIANT,
     MANIFEST,
     TASKS_FILE,
-    TOKENIZER_JSON,
     VARIANT_FILES,
     VARIANTS,
+    fallback_variant,
     sha256_file,
     write_manifest,
 )
@@ -35,6 +36,7 @@ from export.onnx_export import (
     GraphInfo,
     TurnwiseOnnxConfig,
     convert_fp16,
+    default_tolerances,
     export_raw,
     op_counts,
     optimize_fp32,
@@ -47,7 +49,6 @@ from export.parity import (
     build_probe_set,
     check,
     compare,
-    default_tolerances,
     ort_runner,
     pad_id,
     record,
@@ -56,11 +57,11 @@ from export.parity import (
 )
 from export.quantize import DEFAULT_LADDER, QUANTIZATION_FILE, QuantizationPreset, get_preset, quantize_int8
 from trainer.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
+from turnwise.names import TOKENIZER_JSON
 from turnwise.tasks import save_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_RESULTS = REPO / "benchmarks" / "results" / "backends.json"
-DEFAULT_PREFERRED = {"cpu": "fp32", "cuda": "fp16", "tensorrt": "fp16"}
 
 Progress = Callable[[str], None]
 
@@ -114,7 +115,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 def preferred_variants(variants: Sequence[str], bench_results: Path | None) -> tuple[dict[str, str], str]:
     """{provider: variant} from the latest backend benchmark when it recorded one, else the defaults."""
-    chosen, source = dict(DEFAULT_PREFERRED), "default (no benchmark results)"
+    chosen, source = dict(DEFAULT_PREFERRED_VARIANT), "default (no benchmark results)"
     if bench_results is not None and Path(bench_results).exists():
         try:
             bench = json.loads(Path(bench_results).read_text(encoding="utf-8"))
@@ -129,8 +130,7 @@ def preferred_variants(variants: Sequence[str], bench_results: Path | None) -> t
         if variant in variants:
             present[provider] = variant
         else:  # fall back to what the bundle has, fp32 first on CPU, fp16 first on GPUs
-            order = ("fp32", "int8", "fp16") if provider == "cpu" else ("fp16", "fp32", "int8")
-            present[provider] = next(v for v in order if v in variants)
+            present[provider] = fallback_variant(provider, variants) or variants[0]
     return present, source
 
 

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.loader import BundleError, LoadedBundle, load_bundle
+from bundle.loader import BundleError, LoadedBundle, load_bundle
 from service.errors import ErrorKind, ServiceError
 from turnwise.errors import TurnwiseError
+from turnwise.names import BUNDLE_MANIFEST
 from turnwise.scoring import decode
 from turnwise.window import encode_windows
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("turnwise.service")
 
-BUNDLE_MANIFEST = "bundle.json"
 PROBE_WINDOW = [
     {"speaker": "agent", "text": "How can I help?"},
     {"speaker": "customer", "text": "My card was charged twice."},

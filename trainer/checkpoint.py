@@ -25,13 +25,13 @@ from safetensors.torch import load_file, save_file
 
 from trainer.model import TurnwiseModel, load_tokenizer, model_from_config
 from turnwise.errors import DataError
+from turnwise.names import CHECKPOINT_META, TRAINING_STATE, WEIGHTS_FILE
 from turnwise.tasks import TaskSchema, parse_tasks
 from turnwise.window import WindowConfig
 
 CHECKPOINT_FORMAT = "turnwise-checkpoint/1"
-META_FILE = "turnwise.json"
-WEIGHTS_FILE = "model.safetensors"
-STATE_FILE = "state/last.pt"
+META_FILE = CHECKPOINT_META
+STATE_FILE = TRAINING_STATE
 
 
 @dataclass

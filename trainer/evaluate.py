@@ -21,6 +21,7 @@ from trainer.model import model_device, resolve_device
 from trainer.segments import SegmentSet, build_segments, collate
 from trainer.spans import SpanSet, build_spans, collate_spans, pack_by_tokens
 from turnwise.dialogue import Dialogue
+from turnwise.names import BUNDLE_MANIFEST
 from turnwise.scoring import predict_indices, probabilities
 from turnwise.tasks import TaskSchema, TaskType
 
@@ -162,8 +163,8 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
                   variant: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Evaluate a checkpoint directory (on ``device``) or a model bundle directory on gold-labelled dialogues."""
     p = Path(model_path)
-    if (p / "bundle.json").exists():
-        from export.loader import load_bundle
+    if (p / BUNDLE_MANIFEST).exists():
+        from bundle.loader import load_bundle
 
         bundle = load_bundle(p, variant=variant)
         if bundle.window.streaming:

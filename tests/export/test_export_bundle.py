@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export.bundle import MANIFEST, VARIANT_FILES, bundle_files
+from bundle.manifest import MANIFEST, VARIANT_FILES, bundle_files
 from export.errors import ExportError, ParityError
-from export.onnx_export import DEFAULT_OPSET
-from export.parity import Tolerance, build_probe_set, default_tolerances
+from export.onnx_export import DEFAULT_OPSET, default_tolerances
+from export.parity import Tolerance, build_probe_set
 from export.pipeline import ExportOptions, export_bundle
 from turnwise.tasks import TaskSchema
 
@@ -186,7 +186,7 @@ def test_unknown_variant_is_rejected(tiny_checkpoint: Path, tmp_path: Path) -> N
 
 
 def test_preferred_variant_comes_from_the_benchmark(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from export.loader import load_bundle
+    from bundle.loader import load_bundle
 
     bench = tmp_path / "backends.json"
     bench.write_text(json.dumps({"created_at": "now", "hardware": {"cpu": "test"},

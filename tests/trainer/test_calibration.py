@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainer.calibration import (
+from trainer.teachers.calibration import (
     TaskScores,
     bucket_index,
     calibration_report,

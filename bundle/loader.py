@@ -28,16 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import TOKENIZER_JSON, VARIANTS, read_manifest, verify
-from export.errors import (
+from bundle.errors import (
     BundleError,
     BundleIncompleteError,
     ChecksumError,
     ParityRecordError,
     VariantUnavailableError,
 )
-from export.parity import first_failure
-from export.providers import check_choice, create_session
+from bundle.manifest import (
+    DEFAULT_PREFERRED_VARIANT,
+    MANIFEST,
+    VARIANTS,
+    fallback_variant,
+    read_manifest,
+    verify,
+)
+from bundle.parity_record import first_failure
+from bundle.providers import check_choice, create_session
+from turnwise.names import TOKENIZER_JSON
 from turnwise.scoring import decode
 from turnwise.tasks import TaskSchema, parse_tasks
 from turnwise.window import WindowConfig, encode_windows, pad_batch
@@ -54,9 +62,6 @@ __all__ = [
     "load_bundle",
 ]
 
-GPU_DEFAULT = {"cpu": "fp32", "cuda": "fp16", "tensorrt": "fp16"}
-
-
 def choose_variant(manifest: dict[str, Any], variant: str, providers: str) -> str:
     """The variant to serve: an explicit one must exist in the bundle; ``auto`` follows the rule above."""
     available = list(manifest["variants"])
@@ -69,13 +74,12 @@ def choose_variant(manifest: dict[str, Any], variant: str, providers: str) -> st
             raise VariantUnavailableError(f"variant '{key}' is not in this bundle "
                                           f"(it has {', '.join(available)})")
         return key
-    preferred = (manifest.get("preferred_variant") or {}).get(providers) or GPU_DEFAULT[providers]
+    preferred = (manifest.get("preferred_variant") or {}).get(providers) or DEFAULT_PREFERRED_VARIANT[providers]
     if preferred in available:
         return preferred
-    order = ("fp32", "int8", "fp16") if providers == "cpu" else ("fp16", "fp32", "int8")
-    for v in order:
-        if v in available:
-            return v
+    fallback = fallback_variant(providers, available)
+    if fallback is not None:
+        return fallback
     raise VariantUnavailableError(f"the bundle lists no servable variant ({available})")
 
 
@@ -153,7 +157,7 @@ class LoadedBundle:
         self.manifest = manifest
         self.name: str = manifest["name"]
         self.version: str = str(manifest["version"])
-        self.schema: TaskSchema = parse_tasks({"tasks": manifest["tasks"]}, path=str(path / "bundle.json"))
+        self.schema: TaskSchema = parse_tasks({"tasks": manifest["tasks"]}, path=str(path / MANIFEST))
         self.window: WindowConfig = WindowConfig.from_dict(manifest["window"])
         self.tokenizer = tokenizer
         self.variant = variant
@@ -243,7 +247,7 @@ def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cp
     io = manifest.get("io") or {}
     trt_cache = Path(cache_dir) if cache_dir is not None else None
     if provider_key == "tensorrt" and trt_cache is None:
-        from export.providers import default_trt_cache
+        from bundle.providers import default_trt_cache
 
         trt_cache = default_trt_cache(f"{manifest['name']}-{manifest['version']}-{chosen}")
     session = create_session(

@@ -21,15 +21,25 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from export.errors import BundleError, BundleIncompleteError, ChecksumError
+from bundle.errors import BundleError, BundleIncompleteError, ChecksumError
+from turnwise.names import BUNDLE_MANIFEST
 
 FORMAT_VERSION = 1
-MANIFEST = "bundle.json"
+MANIFEST = BUNDLE_MANIFEST
 CARD = "MODEL_CARD.md"
 TASKS_FILE = "tasks.yaml"
-TOKENIZER_JSON = "tokenizer.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 VARIANTS = tuple(VARIANT_FILES)
+# The variant each execution provider serves when the bundle records no measured preference: fp32 on
+# CPU (int8 only where a benchmark showed it faster and the parity record allows it), fp16 on GPUs.
+DEFAULT_PREFERRED_VARIANT = {"cpu": "fp32", "cuda": "fp16", "tensorrt": "fp16"}
+
+
+def fallback_variant(provider: str, available: Iterable[str]) -> str | None:
+    """The first variant present in ``available``: fp32 first on CPU, fp16 first on GPUs."""
+    have = set(available)
+    order = ("fp32", "int8", "fp16") if provider == "cpu" else ("fp16", "fp32", "int8")
+    return next((v for v in order if v in have), None)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.errors import VariantUnavailableError
+from bundle.errors import VariantUnavailableError
 
 PROVIDER_CHOICES = ("cpu", "cuda", "tensorrt")
 ORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

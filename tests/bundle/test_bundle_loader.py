@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import MANIFEST
-from export.errors import (
+from bundle.errors import (
     BundleError,
     BundleIncompleteError,
     ChecksumError,
     ParityRecordError,
     VariantUnavailableError,
 )
-from export.loader import choose_variant, load_bundle
-from export.providers import available
+from bundle.loader import choose_variant, load_bundle
+from bundle.manifest import MANIFEST
+from bundle.providers import available
 from turnwise.dialogue import read_jsonl
 from turnwise.window import segments
 
@@ -177,7 +177,7 @@ def test_gpu_provider_missing_from_the_build_is_a_clear_error(tiny_bundle_sessio
 
 
 def test_loader_does_not_import_torch(tiny_bundle_session: Path) -> None:
-    code = ("import sys; from export.loader import load_bundle; "
+    code = ("import sys; from bundle.loader import load_bundle; "
             f"b = load_bundle({str(tiny_bundle_session)!r}); "
             "b.predict([[{'speaker': 'customer', 'text': 'hello'}]]); "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
@@ -207,7 +207,7 @@ def test_tensorrt_fp16_loads_with_engine_cache(tiny_bundle_session: Path, tmp_pa
 def test_gpu_provider_settings_are_built_without_a_gpu(tmp_path):
     """The CUDA/TensorRT settings (checked here as data, since CI has no GPU): priority order with CPU last,
     TensorRT fp16 with an on-disk engine + timing cache and one profile covering every request shape."""
-    from export.providers import TRT_MAX_BATCH, provider_list
+    from bundle.providers import TRT_MAX_BATCH, provider_list
 
     names = ["input_ids", "attention_mask"]
     assert [n for n, _ in provider_list("cpu", input_names=names, max_tokens=128)] == ["CPUExecutionProvider"]
