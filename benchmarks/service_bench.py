@@ -306,7 +306,7 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
 def window_compute(bundle: Path) -> dict[str, Any]:
     """Tokens per served window (the sample calls, every turn) and the encoder's FLOPs for them."""
-    from export.loader import load_bundle
+    from bundle.loader import load_bundle
     from turnwise.dialogue import read_jsonl
     from turnwise.window import segments
 
