@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from trainer.model import model_device, resolve_device
 from trainer.segments import SegmentSet, build_segments, collate
@@ -80,23 +81,15 @@ def predict_rows(model: Any, data: SegmentSet, pad_id: int, *, bf16: bool = Fals
     return predict_segments(model, data, pad_id, bf16=bf16, index=rows)
 
 
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-
-
 def single_label_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    c = len(labels)
-    conf = np.zeros((c, c), dtype=np.int64)
-    np.add.at(conf, (gold, pred), 1)
-    tp = np.diag(conf).astype(float)
-    fp = conf.sum(0) - tp
-    fn = conf.sum(1) - tp
-    f1 = _f1(tp, fp, fn)
-    present = conf.sum(1) > 0  # macro-F1 over classes that occur in the gold labels
+    """Accuracy, macro-F1 over the classes that occur in the gold labels, per-class F1, confusion."""
+    idx = list(range(len(labels)))
+    conf = confusion_matrix(gold, pred, labels=idx) if len(gold) else np.zeros((len(labels),) * 2, dtype=np.int64)
+    _, _, f1, support = precision_recall_fscore_support(gold, pred, labels=idx, zero_division=0.0)
+    present = support > 0
     return {
         "n": len(gold),
-        "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
+        "accuracy": float(accuracy_score(gold, pred)) if len(gold) else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class_f1": {lab: float(v) for lab, v in zip(labels, f1, strict=True)},
         "labels": labels,
@@ -105,12 +98,10 @@ def single_label_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) 
 
 
 def multilabel_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    tp = (gold * pred).sum(0)
-    fp = ((1 - gold) * pred).sum(0)
-    fn = (gold * (1 - pred)).sum(0)
-    f1 = _f1(tp, fp, fn)
-    micro = _f1(np.array([tp.sum()]), np.array([fp.sum()]), np.array([fn.sum()]))[0]
-    present = gold.sum(0) > 0
+    """Exact-match accuracy, micro- and macro-F1 (macro over labels that occur), per-label F1."""
+    _, _, f1, support = precision_recall_fscore_support(gold, pred, zero_division=0.0)
+    _, _, micro, _ = precision_recall_fscore_support(gold, pred, average="micro", zero_division=0.0)
+    present = support > 0
     return {
         "n": len(gold),
         "accuracy": float((gold == pred).all(1).mean()) if len(gold) else 0.0,  # exact match

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from export.providers import TRT_CACHE_ENV
+from bundle.providers import TRT_CACHE_ENV
 from service.config import Settings
 from sidecar.settings import SidecarSettings
 

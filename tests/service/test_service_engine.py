@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from svc_helpers import bundle_version
 
-from export.loader import load_bundle
+from bundle.loader import load_bundle
 from service.config import Settings
 from service.engine import CachedTokenizer, Engine, length_groups
 from service.errors import ErrorKind, ServiceError
