@@ -308,11 +308,11 @@ def window_compute(bundle: Path) -> dict[str, Any]:
     """Tokens per served window (the sample calls, every turn) and the encoder's FLOPs for them."""
     from bundle.loader import load_bundle
     from turnwise.dialogue import read_jsonl
-    from turnwise.window import segments
+    from turnwise.window import windows_of
 
     loaded = load_bundle(bundle, warmup=False)
     arch = loaded.manifest.get("architecture") or {}
-    windows = [w for d in read_jsonl(DATA) for w in segments(d.turns, loaded.window)]
+    windows = [w for d in read_jsonl(DATA) for w in windows_of(d.turns, loaded.window)]
     lengths = [len(ids) for ids in loaded.encode(windows)]
     mean = sum(lengths) / len(lengths)
     h, inter, layers = arch.get("hidden_size", 384), arch.get("intermediate_size", 1536), arch.get("num_layers", 6)

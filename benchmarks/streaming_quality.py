@@ -40,7 +40,7 @@ def run_one(encoder: str, train_d: list, val_d: list, test_d: list, epochs: int,
                       finetune_epochs=epochs, finetune_lr=args.lr, head_lr=1e-3, max_tokens=128, max_turns=12,
                       max_context_tokens=512, token_budget=args.token_budget, batch_size=32, patience=2,
                       precision=args.precision, save_every=10**9, tasks=["act"], seed=0)
-    out = work / f"{encoder}-{len(train_d)}-e{epochs}"
+    out = work / f"{encoder}-{len(train_d)}-e{epochs}-b{args.token_budget}"
     t0 = time.perf_counter()
     last = [0.0]
 
@@ -154,6 +154,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--token-budget", type=int, default=2048)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--encoders", default="streaming,flat", help="equal-data runs: which encoders")
+    ap.add_argument("--key-suffix", default="", help="store the equal-data runs as '<encoder><suffix>' "
+                    "(extra variants beside the main ones)")
     ap.add_argument("--work", default="runs/streaming-quality")
     ap.add_argument("--note", default="", help="what else ran on the machine (recorded in the results)")
     args = ap.parse_args()
@@ -172,11 +175,13 @@ def main() -> None:
                            "test_dialogues": len(test_d)}})
     if args.part in ("all", "equal"):
         train_d = load_source("dailydialog", root, "train", max_dialogues=args.train_dialogues)
-        eq: dict[str, Any] = {"train_dialogues": len(train_d), "epochs": args.epochs}
+        eq: dict[str, Any] = r.get("equal_data") or {}
+        eq.update({"train_dialogues": len(train_d), "epochs": args.epochs})
         r["equal_data"] = eq
-        for enc in ("streaming", "flat"):
+        for enc in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             print(f"equal data: {enc}, {len(train_d)} dialogues, {args.epochs} epochs", flush=True)
-            eq[enc] = run_one(enc, train_d, val_d, test_d, args.epochs, work, args)
+            eq[enc + args.key_suffix] = {**run_one(enc, train_d, val_d, test_d, args.epochs, work, args),
+                                         "token_budget": args.token_budget if enc == "streaming" else None}
             write(r)
     if args.part in ("all", "full"):
         train_d = load_source("dailydialog", root, "train", max_dialogues=args.full_dialogues)

@@ -29,7 +29,7 @@ from turnwise.dialogue import read_jsonl
 from turnwise.names import ONNX_INPUTS
 from turnwise.scoring import predict_indices, probabilities
 from turnwise.tasks import TaskSchema
-from turnwise.window import WindowConfig, encode_windows, pad_batch, segments
+from turnwise.window import WindowConfig, encode_windows, pad_batch, windows_of
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIALOGUES = REPO / "samples" / "dialogues.jsonl"
@@ -80,7 +80,7 @@ class ProbeSet:
 
 
 def _windows_from(dialogues: Sequence[Sequence[Any]], window: WindowConfig) -> list[list[Any]]:
-    return [w for turns in dialogues for w in segments(list(turns), window)]
+    return [w for turns in dialogues for w in windows_of(list(turns), window)]
 
 
 def _spread(items: list[Any], k: int) -> list[Any]:

@@ -63,7 +63,7 @@ def untrained_checkpoint(out: Path, backbone: str | Path, *, name: str, version:
 def is_intact(bundle: Path, variants: Sequence[str] | None = None) -> bool:
     """True when ``bundle`` has a manifest, every file matches its checksum and (if given) it holds exactly
     ``variants``."""
-    from export.bundle import read_manifest, verify
+    from bundle.manifest import read_manifest, verify
 
     if not (bundle / BUNDLE_MANIFEST).exists():
         return False

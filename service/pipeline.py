@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from service.errors import ErrorKind, ServiceError
 from service.schemas import FeedbackIn, ScoreIn
 from turnwise.tasks import TaskType
-from turnwise.window import segments
+from turnwise.window import windows_of
 
 if TYPE_CHECKING:
     from service.batcher import MicroBatcher
@@ -126,7 +126,7 @@ class Pipeline:
         for turn in req.turns:
             self.check_text(turn.text)
         bundle = self.engine.current
-        windows = segments(req.turns, bundle.window) if req.all else [req.turns]
+        windows = windows_of(req.turns, bundle.window) if req.all else [req.turns]
         with self.batcher.admit(weight=len(windows)):
             t = time.perf_counter()
             all_ids = self.engine.encode(bundle, windows)

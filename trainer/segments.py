@@ -17,7 +17,7 @@ import torch
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
 from turnwise.tasks import TaskSchema, TaskType
-from turnwise.window import WindowConfig, encode_windows, pad_batch, segments
+from turnwise.window import WindowConfig, encode_windows, pad_batch, windows_of
 
 TOKENIZE_CHUNK = 512
 
@@ -111,7 +111,7 @@ def build_segments(dialogues: Sequence[Dialogue], schema: TaskSchema, tokenizer:
     """Flat windows (``todbert-v1``): one segment per turn, its window formatted by the shared formatter."""
     out = SegmentSet(schema=schema, dialogue_ids=[d.dialogue_id for d in dialogues])
     fill_targets(out, dialogues, teacher)
-    windows = [w for dlg in dialogues for w in segments(dlg.turns, window)]
+    windows = [w for dlg in dialogues for w in windows_of(dlg.turns, window)]
     for start in range(0, len(windows), TOKENIZE_CHUNK):
         out.ids.extend(encode_windows(windows[start : start + TOKENIZE_CHUNK], tokenizer, window))
     return out

@@ -154,7 +154,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.ndarra
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def segments(turns: Sequence[Any], cfg: WindowConfig) -> list[list[Any]]:
+def windows_of(turns: Sequence[Any], cfg: WindowConfig) -> list[list[Any]]:
     """x_i = u_1..u_i for every turn i (limited to the last ``max_turns``): the windows a dialogue yields."""
     return [list(turns[max(0, i + 1 - cfg.max_turns) : i + 1]) for i in range(len(turns))]
 

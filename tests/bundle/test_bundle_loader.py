@@ -22,7 +22,7 @@ from bundle.loader import choose_variant, load_bundle
 from bundle.manifest import MANIFEST
 from bundle.providers import available
 from turnwise.dialogue import read_jsonl
-from turnwise.window import segments
+from turnwise.window import windows_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def edit_manifest(bundle: Path, fn) -> None:
 
 def sample_windows(window, limit: int = 40) -> list[list]:
     dialogues = read_jsonl(REPO / "samples" / "dialogues.jsonl")
-    wins = [w for d in dialogues[:6] for w in segments(d.turns, window)]
+    wins = [w for d in dialogues[:6] for w in windows_of(d.turns, window)]
     return wins[:limit]
 
 

@@ -15,12 +15,12 @@ from service.engine import CachedTokenizer, Engine, length_groups
 from service.errors import ErrorKind, ServiceError
 from service.metrics import Metrics
 from turnwise.dialogue import read_jsonl
-from turnwise.window import encode_windows, segments
+from turnwise.window import encode_windows, windows_of
 
 
 def test_turn_cache_gives_exactly_the_loaders_tokens(tiny_bundle: Path, samples_dir: Path):
     bundle = load_bundle(tiny_bundle, warmup=False)
-    windows = [w for d in read_jsonl(samples_dir / "dialogues.jsonl")[:10] for w in segments(d.turns, bundle.window)]
+    windows = [w for d in read_jsonl(samples_dir / "dialogues.jsonl")[:10] for w in windows_of(d.turns, bundle.window)]
     expected = bundle.encode(windows)
     cached = CachedTokenizer(bundle.tokenizer, maxsize=7)  # tiny: evictions happen all the time
     one_by_one = [encode_windows([w], cached, bundle.window)[0] for w in windows]

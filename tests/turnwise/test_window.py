@@ -8,7 +8,7 @@ from turnwise.window import (
     pad_batch,
     render_window,
     role_tag,
-    segments,
+    windows_of,
 )
 
 
@@ -60,7 +60,7 @@ def test_batch_and_padding(tokenizer):
 
 def test_segments_are_prefixes():
     turns = list(range(5))
-    assert segments(turns, WindowConfig(max_turns=3)) == [[0], [0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
+    assert windows_of(turns, WindowConfig(max_turns=3)) == [[0], [0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4]]
 
 
 def test_empty_window_and_bad_config(tokenizer):

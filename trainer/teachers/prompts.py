@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from turnwise.errors import DataError
 from turnwise.jsonl import validation_message
 from turnwise.tasks import Task, TaskType
-from turnwise.window import WindowConfig, segments, turn_string
+from turnwise.window import WindowConfig, turn_string, windows_of
 
 DEFAULT_BANK = Path(__file__).resolve().parents[1] / "prompts"
 STYLES = ("choice", "label_json", "lines_json")
@@ -231,7 +231,7 @@ def _common_vars(tp: TaskPrompts, prompt: PromptTemplate) -> dict[str, str]:
 def render_turn(tp: TaskPrompts, prompt: PromptTemplate, turns: Sequence[Any], index: int,
                 window: WindowConfig) -> list[dict[str, str]]:
     """Chat messages asking about turn ``index`` given its window (the turns the student sees)."""
-    seg = segments(turns[: index + 1], window)[index]
+    seg = windows_of(turns[: index + 1], window)[index]
     context = "\n".join(turn_string(t) for t in seg[:-1]) or NO_CONTEXT
     values = {**_common_vars(tp, prompt), "context": context, "utterance": turn_string(seg[-1]),
               "lines": "", "n_lines": "0"}

