@@ -1,4 +1,4 @@
-"""The model bundle on disk (DESIGN §2): ``bundle.json`` + ONNX variants + tokenizer + card.
+"""The model bundle on disk: ``bundle.json`` + ONNX variants + tokenizer + card.
 
 ``bundle.json`` keys: ``format_version``, ``name``, ``version``, ``created_at``, ``backbone``, ``tasks``
 (the schema's task mapping, as in tasks.yaml under ``tasks:``), ``window`` (``max_turns``,

@@ -45,8 +45,8 @@ def render_card(manifest: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         f"# {manifest['name']} {manifest['version']}",
         "",
-        "Scores every utterance of a live conversation with the context up to it "
-        "(turnwise, DESIGN §1): one head per task on the [CLS] state of a BERT-style encoder.",
+        "Scores every utterance of a live conversation with the context up to it: "
+        "one head per task on the [CLS] state of a BERT-style encoder.",
         "",
         "## Model",
         f"- Backbone: `{manifest.get('backbone')}` ({_arch(manifest.get('architecture') or {})})",

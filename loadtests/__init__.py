@@ -1,4 +1,4 @@
-"""Live-call load test of the turnwise service (DESIGN §8): locust users that each play a call.
+"""Live-call load test of the turnwise service: locust users that each play a call.
 
 - ``locustfile.py``: the users (WebSocket and REST), the ramp shape and the SLO gate (imports locust,
   which monkey-patches the process with gevent: only ever load it in locust's own process);

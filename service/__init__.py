@@ -1,4 +1,4 @@
-"""turnwise service: real-time scoring of live calls over REST and WebSocket (DESIGN §5-7).
+"""turnwise service: real-time scoring of live calls over REST and WebSocket.
 
 - :mod:`service.app` -- ``create_app()``: settings, store, engine and batcher built in the lifespan.
 - :mod:`service.store` -- the rolling window store (embedded or Redis).

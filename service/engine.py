@@ -5,7 +5,7 @@ over its own intra-op threads), so the event loop keeps accepting, storing and a
 batch runs. One batch at a time: on a few CPU cores a second concurrent batch only steals the
 cores the first one is using.
 
-Hot reload (DESIGN §7, "load, check, swap"): ``TURNWISE_BUNDLE`` names a bundle directory, usually a
+Hot reload: ``TURNWISE_BUNDLE`` names a bundle directory, usually a
 symlink to a versioned directory. Every ``reload_poll_s`` the engine fingerprints the bundle (the
 resolved path + the sha256 of ``bundle.json``); when the fingerprint changes it loads the new
 bundle on a side thread (the loader verifies checksums and the parity record and warms it up),

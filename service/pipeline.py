@@ -1,4 +1,4 @@
-"""The serving path shared by REST and WebSocket (DESIGN §7).
+"""The serving path shared by REST and WebSocket.
 
 validate -> admit -> append to window (atomic, idempotent) -> window formatter + tokenizer ->
 micro-batcher -> model -> store the result -> respond, with the time of each stage in ``timings_ms``

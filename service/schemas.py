@@ -1,4 +1,4 @@
-"""Request, frame and response bodies of the HTTP and WebSocket API (DESIGN §5).
+"""Request, frame and response bodies of the HTTP and WebSocket API.
 
 Responses are built as plain dicts (no response-model validation on the hot path); the models below
 document them in OpenAPI.

@@ -1,6 +1,6 @@
 """Evaluation: accuracy and macro-F1 per task, confusion matrices, a JSON report.
 
-Works on a PyTorch checkpoint or an exported model bundle (DESIGN §2): both are turned into
+Works on a PyTorch checkpoint or an exported model bundle: both are turned into
 per-task logits for every gold-labelled turn of the dialogues, windows formatted by the shared
 formatter, then scored by the same code. A streaming (turn-causal) checkpoint is run span by span
 with the spans of the shared span rule, so every turn is scored with exactly the context the service

@@ -1,4 +1,4 @@
-"""Pair sampling for preference pretraining (DESIGN §1).
+"""Pair sampling for preference pretraining.
 
 A training batch holds the segments of a few whole dialogues, so every intra-session pair inside the
 batch costs no extra forward pass. For each (task, class c) a pair (a, b) is kept when the teacher

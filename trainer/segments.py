@@ -1,6 +1,6 @@
 """Dialogues -> tokenized segments with gold targets and teacher scores, ready for batching.
 
-Segment x_i = u_1..u_i of a dialogue (DESIGN §1), formatted by the shared window formatter. Each
+Segment x_i = u_1..u_i of a dialogue, formatted by the shared window formatter. Each
 segment carries, per task, the gold target (class index, or multi-hot for multilabel; absent when the
 turn has no gold label) and the teacher's soft scores S_i (absent when no teacher scored it).
 """

@@ -1,8 +1,8 @@
 """Dialogues -> turn-causal context spans (``turn-causal-v1``), batched by token budget.
 
-One span is encoded in one forward pass and gives the logits of every turn it scores (DESIGN of the
-streaming encoder: no token attends to a later turn, so a turn's representation in the span pass is
-exactly what the service computes for it incrementally). Rows are the same as for flat segments --
+One span is encoded in one forward pass and gives the logits of every turn it scores: no token
+attends to a later turn, so a turn's representation in the span pass is exactly what the service
+computes for it incrementally. Rows are the same as for flat segments --
 one per turn, with gold targets and teacher scores -- so losses, pair sampling and metrics are shared;
 only the model input differs::
 

@@ -1,4 +1,4 @@
-"""The dialogue data model (DESIGN §2) and its JSONL encoding.
+"""The dialogue data model and its JSONL encoding.
 
 One dialogue per JSONL line::
 

@@ -1,4 +1,4 @@
-"""The task schema (DESIGN §2), shipped with every model.
+"""The task schema, shipped with every model.
 
 ```yaml
 tasks:

@@ -1,4 +1,4 @@
-"""The one window formatter (DESIGN §1, §3), imported by trainer, export parity probes and service.
+"""The one window formatter, imported by trainer, export parity probes and service.
 
 A window is the context up to and including the turn being scored: segment x_i = u_1..u_i. It is
 rendered oldest to newest with a role tag per turn and the scored turn last::

@@ -1,4 +1,4 @@
-"""The window store contract (DESIGN §6).
+"""The window store contract.
 
 A dialogue's state is its rolling window (the last ``max_turns`` turns, oldest first) and a meta
 record: ``last_seq``, the digest of the last turn (:func:`turnwise.names.turn_digest` of speaker +

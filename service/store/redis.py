@@ -1,4 +1,4 @@
-"""The Redis window store (DESIGN §6).
+"""The Redis window store.
 
 Keys (:mod:`turnwise.names` owns the layout: :func:`~turnwise.names.turns_key`,
 :func:`~turnwise.names.meta_key`, :func:`~turnwise.names.feedback_stream`), hash-tagged so a

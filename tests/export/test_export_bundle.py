@@ -1,4 +1,4 @@
-"""Export: bundle layout (DESIGN §2), parity records, graph structure, and typed parity failures."""
+"""Export: bundle layout, parity records, graph structure, and typed parity failures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from export.parity import Tolerance, build_probe_set
 from export.pipeline import ExportOptions, export_bundle
 from turnwise.tasks import TaskSchema
 
-DESIGN_KEYS = {"format_version", "name", "version", "created_at", "backbone", "tasks", "window", "variants",
+DOCUMENTED_KEYS = {"format_version", "name", "version", "created_at", "backbone", "tasks", "window", "variants",
                "parity", "metrics", "sha256"}
 
 
@@ -26,7 +26,7 @@ def manifest_of(bundle: Path) -> dict:
 
 def test_manifest_has_the_design_fields(tiny_bundle_session: Path, sample_schema: TaskSchema) -> None:
     m = manifest_of(tiny_bundle_session)
-    assert set(m) >= DESIGN_KEYS
+    assert set(m) >= DOCUMENTED_KEYS
     assert m["variants"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
     assert m["tasks"] == sample_schema.to_dict()["tasks"]
     assert m["window"] == {"max_turns": 8, "max_tokens": 64, "format": "todbert-v1"}

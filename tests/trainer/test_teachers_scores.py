@@ -1,4 +1,4 @@
-"""The teacher-scores record (DESIGN §2): votes -> S, abstentions, validation, JSONL round trip, merge."""
+"""The teacher-scores record: votes -> S, abstentions, validation, JSONL round trip, merge."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Teachers: turn dialogues into teacher scores S in [0, 1] per turn and class (DESIGN §1-2, §4).
+"""Teachers: turn dialogues into teacher scores S in [0, 1] per turn and class.
 
 - :mod:`trainer.teachers.llm` -- an ensemble of prompts x samples against an OpenAI-compatible endpoint
   (requests planned by :mod:`trainer.teachers.llm_requests`, fetched by :mod:`trainer.teachers.llm_fetch`).

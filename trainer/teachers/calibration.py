@@ -3,7 +3,7 @@
 What ``turnwise calibrate`` reports (:func:`calibration_report`, :func:`write_report`; the figures are drawn by
 :mod:`trainer.teachers.calibration_plots`).
 
-Definitions (DESIGN §1; paper: Liu et al., NAACL 2025 Industry, Figs. 3 and 4):
+Definitions (paper: Liu et al., NAACL 2025 Industry, Figs. 3 and 4):
 
 - One-vs-rest view: every (turn i, class c) with a gold label is one binary prediction with
   confidence S_i^c and outcome y_i^c in {0, 1}.

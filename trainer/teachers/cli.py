@@ -1,4 +1,4 @@
-"""What ``turnwise label`` and ``turnwise calibrate`` run (DESIGN §4). The typer layer only parses options.
+"""What ``turnwise label`` and ``turnwise calibrate`` run. The typer layer only parses options.
 
 ``run_label`` writes the teacher-scores JSONL (``out``) and a summary next to it
 (``<out stem>.summary.json``); ``--plan`` prints what an LLM run would cost and writes nothing.

@@ -1,4 +1,4 @@
-"""The teacher-scores file (DESIGN §2): what ``turnwise label`` writes and the trainer reads.
+"""The teacher-scores file: what ``turnwise label`` writes and the trainer reads.
 
 JSONL, one record per (dialogue, task)::
 
@@ -175,7 +175,7 @@ def make_record(dialogue_id: str, task: str, labels: Sequence[str], task_type: T
 
 def _dump(record: ScoreRecord) -> str:
     d = record.model_dump(mode="json", exclude_none=True)
-    # Keep the DESIGN §2 fields first so a human reading the file sees them first.
+    # Keep the documented fields first so a human reading the file sees them first.
     order = ["dialogue_id", "task", "labels", "scores", "n_votes", "teacher"]
     out = {k: d.pop(k) for k in order}
     out.update(d)
