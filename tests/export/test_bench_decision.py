@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-# benchmarks/ is not an installed package (make bench runs it with `python -m` from the repo root).
-_spec = importlib.util.spec_from_file_location(
-    "benchmarks_backends", Path(__file__).resolve().parents[2] / "benchmarks" / "backends.py")
-assert _spec is not None and _spec.loader is not None
-backends = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(backends)
-decide, flops_per_sequence, geomean = backends.decide, backends.flops_per_sequence, backends.geomean
+# benchmarks/ is importable from the repository root (pytest's pythonpath; make bench runs it with `python -m`).
+from benchmarks.backends_decision import decide, flops_per_sequence, geomean
 
 MINILM = {"num_layers": 6, "hidden_size": 384, "intermediate_size": 1536}
 
