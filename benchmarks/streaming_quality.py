@@ -58,7 +58,9 @@ def run_one(encoder: str, train_d: list, val_d: list, test_d: list, epochs: int,
     m = report["tasks"]["act"]
     return {"encoder": encoder, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n_test_turns": m["n"],
             "per_class_f1": m["per_class_f1"], "labels": m["labels"], "confusion": m["confusion"],
-            "train_dialogues": len(train_d), "epochs": epochs, "steps": res.steps, "best_step": res.best_step,
+            "train_dialogues": len(train_d), "epochs": epochs, "steps": res.steps, "lr": args.lr,
+            "token_budget": args.token_budget if encoder == "streaming" else None,
+            "batch_size": 32 if encoder == "flat" else None, "best_step": res.best_step,
             "best_val_accuracy": res.best_metric, "precision": res.precision, "throughput": res.throughput,
             "train_s": round(train_s, 1), "eval_s": round(eval_s, 1), "wall_s": round(train_s + eval_s, 1),
             "checkpoint": str(out.relative_to(RESULTS.parent.parent)) if out.is_relative_to(RESULTS.parent.parent)
@@ -74,14 +76,17 @@ def markdown(r: dict[str, Any]) -> str:
              f"Machine: {r['hardware']['cpu']}, {r['hardware']['cores']} threads, flags "
              f"{' '.join(r['hardware']['flags'])}. {r.get('note', '')}", "",
              "Test: the whole official test split (every turn). 100 % gold, finetuning only.", "",
-             "| run | encoder | train dialogues | epochs | accuracy | macro-F1 | train s | eval s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| run | key | batch | train dialogues | epochs | steps | accuracy | macro-F1 | train s | eval s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for part in ("equal_data", "full"):
         for enc, m in (r.get(part) or {}).items():
             if not isinstance(m, dict) or "accuracy" not in m:
                 continue
-            lines.append(f"| {part} | {enc} | {m['train_dialogues']} | {m['epochs']} | {m['accuracy'] * 100:.2f} | "
-                         f"{m['macro_f1'] * 100:.2f} | {m['train_s']:.0f} | {m['eval_s']:.0f} |")
+            batch = (f"{m['token_budget']} tokens" if m.get("token_budget") else
+                     f"{m.get('batch_size') or 32} windows" if m["encoder"] == "flat" else "?")
+            lines.append(f"| {part} | {enc} | {batch} | {m['train_dialogues']} | {m['epochs']} | {m['steps']} | "
+                         f"{m['accuracy'] * 100:.2f} | {m['macro_f1'] * 100:.2f} | {m['train_s']:.0f} | "
+                         f"{m['eval_s']:.0f} |")
     eq = r.get("equal_data") or {}
     if "flat" in eq and "streaming" in eq:
         da = (eq["streaming"]["accuracy"] - eq["flat"]["accuracy"]) * 100
@@ -180,8 +185,7 @@ def main() -> None:
         r["equal_data"] = eq
         for enc in [e.strip() for e in args.encoders.split(",") if e.strip()]:
             print(f"equal data: {enc}, {len(train_d)} dialogues, {args.epochs} epochs", flush=True)
-            eq[enc + args.key_suffix] = {**run_one(enc, train_d, val_d, test_d, args.epochs, work, args),
-                                         "token_budget": args.token_budget if enc == "streaming" else None}
+            eq[enc + args.key_suffix] = run_one(enc, train_d, val_d, test_d, args.epochs, work, args)
             write(r)
     if args.part in ("all", "full"):
         train_d = load_source("dailydialog", root, "train", max_dialogues=args.full_dialogues)
