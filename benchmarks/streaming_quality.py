@@ -87,6 +87,9 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {part} | {enc} | {batch} | {m['train_dialogues']} | {m['epochs']} | {m['steps']} | "
                          f"{m['accuracy'] * 100:.2f} | {m['macro_f1'] * 100:.2f} | {m['train_s']:.0f} | "
                          f"{m['eval_s']:.0f} |")
+    for part in ("equal_data", "full"):
+        if (r.get(part) or {}).get("note"):
+            lines += ["", f"{part}: {r[part]['note']}"]
     eq = r.get("equal_data") or {}
     if "flat" in eq and "streaming" in eq:
         da = (eq["streaming"]["accuracy"] - eq["flat"]["accuracy"]) * 100
