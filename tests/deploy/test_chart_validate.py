@@ -7,6 +7,7 @@ preset is picked up automatically). Kubernetes versions: the chart's floor and t
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -18,20 +19,21 @@ import pytest
 import yaml
 
 from .chart import (
+    CHART,
     CRD_SCHEMAS,
     K8S_CURRENT,
     K8S_VERSIONS,
     Renderer,
     by_kind,
-    has_real_redis_dependency,
     one,
     presets,
     validate_manifest,
 )
 
 VALUE_SETS = ["default", *presets()]
-# The sets the issue names; the glob above must keep finding them.
-REQUIRED_SETS = {"default", "external-redis", "gpu", "autoscaling-off", "sidecar"}
+# The sets the issues name; the glob above must keep finding them.
+REQUIRED_SETS = {"default", "external-redis", "gpu", "autoscaling-off", "sidecar", "bundle-url", "bundle-oci",
+                 "bundle-claim", "observability"}
 
 
 def render(chart: Renderer, value_set: str) -> list[dict]:
@@ -128,16 +130,39 @@ def test_servicemonitor_is_validated_against_the_vendored_schema(chart: Renderer
         validate_manifest(broken, K8S_CURRENT)
 
 
-@pytest.mark.skipif(
-    not has_real_redis_dependency(),
-    reason="bitnami/redis is not in deploy/helm/turnwise/charts/ (fetching it needs the network: "
-    "`scripts/helm.sh dependency build deploy/helm/turnwise`); the chart's own manifests are validated "
-    "with a placeholder subchart instead",
-)
-@pytest.mark.parametrize("k8s", K8S_VERSIONS)
-def test_redis_subchart_manifests_validate(chart: Renderer, k8s: str) -> None:
-    docs = chart.template()
-    redis = [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "redis"]
-    assert redis, "the redis subchart rendered nothing"
-    for doc in redis:
-        validate_manifest(doc, k8s)
+def test_prometheusrule_is_validated_against_the_vendored_schema(chart: Renderer) -> None:
+    docs = chart.template("observability")
+    rule = one(docs, "PrometheusRule")
+    assert validate_manifest(rule, K8S_CURRENT).startswith("vendored schema")
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
+    with pytest.raises(jsonschema.ValidationError, match="fro"):
+        validate_manifest(broken, K8S_CURRENT)
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_manifest(broken, K8S_CURRENT)
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["record"] = "turnwise:x"  # an alert and a record at once
+    with pytest.raises(jsonschema.ValidationError):
+        validate_manifest(broken, K8S_CURRENT)
+
+
+def test_the_chart_has_no_dependencies_and_packages_as_shipped(chart: Renderer, tmp_path: Path) -> None:
+    """`helm package` (what a chart repository serves) keeps every file the templates read, and the
+    packaged chart renders and validates offline with no `helm dependency build`."""
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert "dependencies" not in meta and not (CHART / "charts").exists() and not (CHART / "Chart.lock").exists()
+    proc = subprocess.run([chart.helm, "package", str(CHART), "--destination", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (tgz,) = tmp_path.glob("turnwise-*.tgz")
+    assert tgz.name == f"turnwise-{meta['version']}.tgz"
+    sets = ["--set", "metrics.dashboard.enabled=true", "--set", "metrics.prometheusRule.enabled=true"]
+    rendered = subprocess.run([chart.helm, "template", "tw", str(tgz), "--namespace", "turnwise", *sets],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    for doc in docs:
+        validate_manifest(doc, K8S_CURRENT)
+    dashboard = one(docs, "ConfigMap", "tw-turnwise-dashboard")["data"]["turnwise.json"]
+    assert json.loads(dashboard)["uid"] == "turnwise-service"

@@ -13,7 +13,7 @@ from service.metrics import STAGES, Metrics
 from .chart import CHART
 
 DASHBOARD = CHART / "dashboards" / "turnwise.json"
-METRIC = re.compile(r"\bturnwise_[a-z0-9_]+")
+METRIC = re.compile(r"\b(?:turnwise|process|python)_[a-z0-9_]+")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,8 @@ def expressions(dashboard: dict[str, Any]) -> list[str]:
 
 
 def exported_series() -> set[str]:
-    """Sample names the service's registry exposes (histograms as _bucket/_sum/_count)."""
+    """Sample names the service's registry exposes (histograms as _bucket/_sum/_count), including the
+    process and GC collectors'."""
     names: set[str] = set()
     for family in Metrics().registry.collect():
         names.add(family.name)
@@ -70,9 +71,36 @@ def test_every_queried_metric_is_exported(dashboard: dict[str, Any]) -> None:
 
 def test_dashboard_covers_the_serving_signals(dashboard: dict[str, Any]) -> None:
     text = "\n".join(expressions(dashboard))
-    for metric in ("turnwise_requests_total", "turnwise_failures_total", "turnwise_request_seconds_bucket",
-                   "turnwise_stage_seconds_bucket", "turnwise_batch_size_bucket", "turnwise_queue_depth",
-                   "turnwise_reloads_total", "turnwise_model_info"):
+    for metric in ("turnwise_requests_total", "turnwise_request_duration_seconds_bucket",
+                   "turnwise_stage_duration_seconds_bucket", "turnwise_batch_size_bucket", "turnwise_queue_depth",
+                   "turnwise_reloads_total", "turnwise_model_info", "turnwise_store_up",
+                   # CPU and RSS, cache and reload, per-task label rates
+                   "process_cpu_seconds_total", "process_resident_memory_bytes", "python_gc_collections_total",
+                   "turnwise_token_cache_lookups_total", "turnwise_bundle_loaded_timestamp_seconds",
+                   "turnwise_labels_total", "turnwise_batch_tokens_sum", "turnwise_batch_padded_tokens_sum"):
         assert metric in text, metric
     assert "by (le, stage)" in text  # the per-stage split (queue, store, tokenize, inference)
     assert set(STAGES) == {"queue", "store", "tokenize", "inference"}
+    # failures are outcomes of the one request counter; there is no separate failure counter any more
+    assert "turnwise_failures_total" not in text and 'outcome!~"scored|duplicate|ok"' in text
+
+
+def test_panels_say_what_their_metrics_measure(dashboard: dict[str, Any]) -> None:
+    """A panel's title and description must not contradict the help of the metrics it plots."""
+    helps = {f.name: f.documentation for f in Metrics().registry.collect()}
+    assert "before padding" in helps["turnwise_batch_tokens"] or "unpadded" in helps["turnwise_batch_tokens"]
+    assert "padding included" in helps["turnwise_batch_padded_tokens"]
+    for p in panels(dashboard):
+        exprs = " ".join(t["expr"] for t in p.get("targets", []))
+        title = p["title"].lower()
+        if "padded" in title:
+            assert "turnwise_batch_padded_tokens" in exprs, p["title"]
+        if "turnwise_batch_tokens" in exprs and "turnwise_batch_padded_tokens" not in exprs:
+            assert "padded" not in title, p["title"]
+
+
+def test_per_task_label_panels_repeat_over_the_task_variable(dashboard: dict[str, Any]) -> None:
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert "task" in names
+    repeated = [p for p in panels(dashboard) if p.get("repeat") == "task"]
+    assert repeated and all('task="$task"' in t["expr"] for p in repeated for t in p["targets"])
