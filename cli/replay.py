@@ -1,40 +1,33 @@
 """Replay dialogues into a running service, turn by turn, as if the calls were live.
 
-Each dialogue's turns are sent in order (REST ``POST /v1/dialogues/{id}/turns`` or one WebSocket
-``/v1/stream``) at ``rate`` turns per second (0 = as fast as the service answers); the call is ended
-(DELETE / ``end`` frame) after its last turn. Every answer is printed as one line with the labels
-and the round-trip time; the summary has latency percentiles, errors and, where the data has gold
-labels, how often the served label agrees with them.
+Built on the Python client (:mod:`turnwise.client`): each dialogue is a call whose turns get seq
+0, 1, ... and are sent in order over one WebSocket (``--ws``, replies in frame order) or as REST
+``POST /v1/dialogues/{id}/turns`` (``--rest``), at ``rate`` turns per second (0 = as fast as the
+service answers); the call is ended after its last turn. The client retries 429/503 answers
+(honouring ``Retry-After``) and, over the WebSocket, reconnects and resends after a service restart.
+Every answer is printed as one line with the labels and the round-trip time; the summary has latency
+percentiles, errors and, where the data has gold labels, how often the served label agrees with them.
 
 Retries are safe: turns are idempotent on (dialogue_id, seq), so replaying the same file twice
-against a window that still exists returns the stored results.
+against a window that still exists returns the stored results. A refused API key or a service that
+cannot be reached stops the replay at the first turn (every other turn would fail the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-import websockets
 
+from turnwise.client import APIError, AsyncClient, ClientError, Unauthenticated, Unreachable
 from turnwise.dialogue import Dialogue
+from turnwise.messages import TurnResult
 
 TEXT_PREVIEW = 60
-
-
-def _ws_url(url: str) -> str:
-    base = url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    return base + "/v1/stream"
 
 
 def _scored(task: str, label: str | list[str], scores: dict[str, float]) -> str:
@@ -44,14 +37,15 @@ def _scored(task: str, label: str | list[str], scores: dict[str, float]) -> str:
     return f"{task}={shown or '-'}"
 
 
-def format_line(dialogue_id: str, seq: int, speaker: str, text: str, reply: dict[str, Any], ms: float) -> str:
+def format_line(dialogue_id: str, seq: int, speaker: str, text: str, reply: TurnResult | ClientError,
+                ms: float) -> str:
     preview = text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
-    if reply.get("type") == "error" or "error" in reply:
-        kind = reply.get("code") or reply.get("error_type")
-        what = f"ERROR {kind}: {reply.get('message') or reply.get('error')}"
+    if isinstance(reply, APIError):
+        what = f"ERROR {reply.kind.value}: {reply.message}"
+    elif isinstance(reply, ClientError):
+        what = f"ERROR {type(reply).__name__}: {reply}"
     else:
-        what = "  ".join(_scored(task, label, reply.get("scores", {}).get(task, {}))
-                         for task, label in reply.get("labels", {}).items())
+        what = "  ".join(_scored(task, label, reply.scores.get(task, {})) for task, label in reply.labels.items())
     return f"{dialogue_id} #{seq:<3} {speaker:<9} {ms:7.1f} ms  {what}  | {preview}"
 
 
@@ -82,16 +76,6 @@ def summarize(
     }
 
 
-def _body(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if resp.status_code != 200 and not (isinstance(body, dict) and "error" in body):
-        return {"error": resp.text[:200] or resp.reason_phrase, "error_type": f"http_{resp.status_code}"}
-    return body
-
-
 class _Pacer:
     """Sleeps so that turns go out at ``rate`` per second (no sleeping when rate <= 0)."""
 
@@ -108,6 +92,27 @@ class _Pacer:
         self.next_at = max(self.next_at, time.monotonic() - self.interval) + self.interval
 
 
+class _Tally:
+    def __init__(self, echo: Callable[[str], None] | None):
+        self.echo = echo
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.agree: dict[str, list[bool]] = {}
+
+    def record(self, d: Dialogue, seq: int, reply: TurnResult | ClientError, ms: float) -> None:
+        turn = d.turns[seq]
+        if self.echo is not None:
+            self.echo(format_line(d.dialogue_id, seq, turn.speaker, turn.text, reply, ms))
+        if isinstance(reply, ClientError):
+            self.errors += 1
+            return
+        self.latencies.append(ms)
+        for task, gold in turn.labels.items():
+            served = reply.labels.get(task)
+            if served is not None:
+                self.agree.setdefault(task, []).append(served == gold)
+
+
 async def replay(
     url: str,
     dialogues: Sequence[Dialogue],
@@ -118,70 +123,39 @@ async def replay(
     timeout_s: float = 30.0,
     echo: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    latencies: list[float] = []
-    errors = 0
-    agree: dict[str, list[bool]] = {}
+    tally = _Tally(echo)
     pacer = _Pacer(rate)
     started = time.monotonic()
+    async with AsyncClient(url, api_key=api_key, timeout=timeout_s) as client:
+        try:
+            if ws:
+                async with client.stream() as stream:
+                    for d in dialogues:
+                        call = stream.call(d.dialogue_id)
+                        await _replay_call(d, call.send, pacer, tally)
+                        await call.end()
+            else:
+                for d in dialogues:
+                    rest_call = client.call(d.dialogue_id)
+                    await _replay_call(d, rest_call.send, pacer, tally)
+                    await rest_call.end()
+        except (Unauthenticated, Unreachable):
+            pass  # recorded on the turn it happened to; every other turn would fail the same way
+    return summarize(tally.latencies, tally.errors, tally.agree, transport="ws" if ws else "rest",
+                     dialogues=len(dialogues), elapsed_s=time.monotonic() - started)
 
-    def record(d: Dialogue, seq: int, reply: dict[str, Any], ms: float) -> None:
-        nonlocal errors
-        turn = d.turns[seq]
-        if echo is not None:
-            echo(format_line(d.dialogue_id, seq, turn.speaker, turn.text, reply, ms))
-        if reply.get("type") == "error" or "error" in reply:
-            errors += 1
-            return
-        latencies.append(ms)
-        for task, gold in turn.labels.items():
-            served = reply.get("labels", {}).get(task)
-            if served is not None:
-                agree.setdefault(task, []).append(served == gold)
 
-    if ws:
-        async with websockets.connect(
-            _ws_url(url), additional_headers=headers, open_timeout=timeout_s, proxy=None, max_size=1 << 22
-        ) as sock:
-            for d in dialogues:
-                for seq, turn in enumerate(d.turns):
-                    await pacer.wait()
-                    t0 = time.perf_counter()
-                    await sock.send(
-                        json.dumps(
-                            {
-                                "type": "turn",
-                                "dialogue_id": d.dialogue_id,
-                                "seq": seq,
-                                "speaker": turn.speaker,
-                                "text": turn.text,
-                            }
-                        )
-                    )
-                    reply = json.loads(await asyncio.wait_for(sock.recv(), timeout_s))
-                    record(d, seq, reply, (time.perf_counter() - t0) * 1000)
-                await sock.send(json.dumps({"type": "end", "dialogue_id": d.dialogue_id}))
-                await asyncio.wait_for(sock.recv(), timeout_s)
-    else:
-        async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s) as client:
-            for d in dialogues:
-                for seq, turn in enumerate(d.turns):
-                    await pacer.wait()
-                    t0 = time.perf_counter()
-                    resp = await client.post(
-                        f"/v1/dialogues/{d.dialogue_id}/turns",
-                        json={"seq": seq, "speaker": turn.speaker, "text": turn.text},
-                    )
-                    record(d, seq, _body(resp), (time.perf_counter() - t0) * 1000)
-                await client.delete(f"/v1/dialogues/{d.dialogue_id}")
-    return summarize(
-        latencies,
-        errors,
-        agree,
-        transport="ws" if ws else "rest",
-        dialogues=len(dialogues),
-        elapsed_s=time.monotonic() - started,
-    )
+async def _replay_call(d: Dialogue, send: Callable[..., Any], pacer: _Pacer, tally: _Tally) -> None:
+    for seq, turn in enumerate(d.turns):
+        await pacer.wait()
+        t0 = time.perf_counter()
+        try:
+            reply: TurnResult | ClientError = await send(turn.speaker, turn.text, seq=seq)
+        except ClientError as err:
+            reply = err
+        tally.record(d, seq, reply, (time.perf_counter() - t0) * 1000)
+        if isinstance(reply, Unauthenticated | Unreachable):
+            raise reply
 
 
 def print_summary(summary: dict[str, Any], echo: Callable[[str], None] = print) -> None:
@@ -206,9 +180,9 @@ def run_replay(
     split: str | None = None,
 ) -> dict[str, Any]:
     """Stream dialogues into a running service; prints a line per turn and a summary; returns the summary."""
-    from trainer.data import load_source
+    from cli.score import load_dialogues
 
-    dialogues = load_source(source, data, split, max_dialogues=max_dialogues)
+    dialogues = load_dialogues(data, source, split, max_dialogues)
     summary = asyncio.run(replay(url, dialogues, ws=ws, rate=rate, api_key=api_key))
     print_summary(summary)
     return summary

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from trainer.train import TrainConfig, record_run_facts, train
 from turnwise.dialogue import Dialogue, read_jsonl
 from turnwise.errors import DataError
+from turnwise.names import TRAINING_STATE
 
 console = Console(stderr=True)
 VAL_FRACTION = 0.1
@@ -56,8 +59,11 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
               max_steps: int | None, max_dialogues: int | None, max_tokens: int, max_turns: int, lr: float,
               precision: str, seed: int, encoder: str = "streaming", max_context_tokens: int = 512,
               reanchor_tokens: int | None = None, token_budget: int = 2048,
-              pretrain_epochs: int | None = None, save_every: int = 50) -> dict[str, Any]:
+              pretrain_epochs: int | None = None, save_every: int = 50,
+              select_metric: str = "accuracy", head_lr: float = 1e-3,
+              allow_unlabelled: bool = False) -> dict[str, Any]:
     from trainer.data import resolve_schema
+    from trainer.data.checks import check_task_coverage
 
     schema = resolve_schema(tasks_path, source)
     train_d, val_d = resolve_train_data(data, source, val, max_dialogues, seed)
@@ -71,12 +77,17 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
     elif objective != "none":
         console.print(f"[yellow]no --scores given: skipping {objective} pretraining, finetuning only[/]")
         objective = "none"
+    teacher_tasks = {task for _, task in teacher} if teacher else set()
+    for warning in check_task_coverage(schema.select(task_names), train_d, teacher_tasks=teacher_tasks,
+                                       allow_unlabelled=allow_unlabelled):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     cfg = TrainConfig(objective=objective, alpha=alpha, pair_mode=pair_mode, pair_budget=pair_budget,
                       gold_fraction=gold_fraction, backbone=backbone, max_tokens=max_tokens, max_turns=max_turns,
                       pretrain_steps=pretrain_steps, finetune_epochs=finetune_epochs, batch_size=batch_size,
                       max_steps=max_steps, finetune_lr=lr, precision=precision, seed=seed, tasks=task_names,
                       encoder=encoder, max_context_tokens=max_context_tokens, reanchor_tokens=reanchor_tokens,
-                      token_budget=token_budget, pretrain_epochs=pretrain_epochs, save_every=save_every)
+                      token_budget=token_budget, pretrain_epochs=pretrain_epochs, save_every=save_every,
+                      select_metric=select_metric, head_lr=head_lr)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:
         console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "
@@ -100,8 +111,14 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
             if not console.is_terminal and (step % every == 0 or step == total or "val" in info):
                 console.log(f"{phase} step {step}/{total} {text}")
 
-        result = train(cfg, train_d, schema, out, val_dialogues=val_d, teacher=teacher, teacher_info=teacher_info,
-                       progress=progress)
+        try:
+            result = train(cfg, train_d, schema, out, val_dialogues=val_d, teacher=teacher,
+                           teacher_info=teacher_info, progress=progress)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"interrupted: {out / TRAINING_STATE} holds the run as of its last save (every "
+                          f"{save_every} steps); run the same command again to resume from there", highlight=False)
+            raise typer.Exit(130) from None
     if main_rank:
         record_run_facts(out, result)
     return {"checkpoint": str(result.checkpoint), "best_val": result.best_metric, "best_step": result.best_step,
@@ -111,19 +128,19 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
 
 def print_report(report: dict[str, Any]) -> None:
     out = Console()
-    table = Table(title=f"evaluation of {report.get('model', '')} ({report.get('segments', 0)} turns)")
+    table = Table(title=escape(f"evaluation of {report.get('model', '')} ({report.get('segments', 0)} turns)"))
     for col in ("task", "n", "accuracy", "macro-F1"):
         table.add_column(col, justify="right" if col != "task" else "left")
     for name, m in report["tasks"].items():
-        table.add_row(name, str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
+        table.add_row(escape(name), str(m["n"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
     out.print(table)
     for name, m in report["tasks"].items():
         if "confusion" not in m:
             continue
-        conf = Table(title=f"{name}: confusion (rows gold, columns predicted)")
+        conf = Table(title=escape(f"{name}: confusion (rows gold, columns predicted)"))
         conf.add_column("")
         for lab in m["labels"]:
-            conf.add_column(lab[:10], justify="right")
+            conf.add_column(escape(lab[:10]), justify="right")
         for lab, row in zip(m["labels"], m["confusion"], strict=True):
-            conf.add_row(lab, *[str(x) for x in row])
+            conf.add_row(escape(lab), *[str(x) for x in row])
         out.print(conf)

@@ -139,8 +139,8 @@ def server_side(metrics_text: str) -> dict[str, Any]:
 
     batch = means("turnwise_batch_size", 1.0)
     return {
-        "stage_mean_ms": means("turnwise_stage_seconds", 1000.0),
-        "request_mean_ms": means("turnwise_request_seconds", 1000.0),
+        "stage_mean_ms": means("turnwise_stage_duration_seconds", 1000.0),
+        "request_mean_ms": means("turnwise_request_duration_seconds", 1000.0),
         "mean_batch_size": next(iter(batch.values()), None),
         "model_calls": counts.get(("turnwise_batch_size", ""), 0.0),
     }

@@ -4,8 +4,12 @@
 #   2. pairwise pretraining on those scores, then finetuning on the gold labels (turnwise train)
 #   3. evaluation on held-out calls                  (turnwise evaluate)
 #   4. export to a verified ONNX bundle              (turnwise export)
-#   5. serve it with the embedded window store       (turnwise serve)
-#   6. stream a held-out call over WebSocket, printing per-utterance scores (turnwise replay)
+#   5. score the held-out calls offline              (turnwise score)
+#   6. serve it with the embedded window store       (turnwise serve)
+#   7. stream a held-out call over WebSocket, printing per-utterance scores (turnwise replay)
+#
+# samples/dialogues.jsonl: calls 1-48, then 49-92 (written later). Held out, never trained on:
+# validation 37-40 + 81-84 (early stopping), test 41-48 + 85-92 (the evaluation and the streamed call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TW=".venv/bin/turnwise"
@@ -14,29 +18,33 @@ PORT="${DEMO_PORT:-8765}"
 mkdir -p "$OUT"
 export TOKENIZERS_PARALLELISM=false
 
-head -n 36 samples/dialogues.jsonl > "$OUT/train.jsonl"
-sed -n '37,40p' samples/dialogues.jsonl > "$OUT/val.jsonl"
-tail -n 8 samples/dialogues.jsonl > "$OUT/test.jsonl"
+sed -n '1,36p;49,80p' samples/dialogues.jsonl > "$OUT/train.jsonl"
+sed -n '37,40p;81,84p' samples/dialogues.jsonl > "$OUT/val.jsonl"
+sed -n '41,48p;85,92p' samples/dialogues.jsonl > "$OUT/test.jsonl"
 
-echo "== 1/6 teacher: zeroshot ensemble scores for every turn"
+echo "== 1/7 teacher: zeroshot ensemble scores for every turn"
 $TW label --data "$OUT/train.jsonl" --tasks samples/tasks.yaml --teacher zeroshot --samples 10 \
   --out "$OUT/scores.jsonl" > "$OUT/label-summary.json"
 
-echo "== 2/6 train: pairwise pretraining on teacher scores, then finetuning on gold"
+echo "== 2/7 train: pairwise pretraining on teacher scores, then finetuning on gold"
 rm -rf "$OUT/checkpoint"
 $TW train --data "$OUT/train.jsonl" --val "$OUT/val.jsonl" --tasks samples/tasks.yaml \
   --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat \
-  --pretrain-steps 15 --finetune-epochs 3 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 5e-5 \
-  --out "$OUT/checkpoint" > "$OUT/train-summary.json"
+  --pretrain-steps 15 --finetune-epochs 8 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 \
+  --select-metric macro_f1 --out "$OUT/checkpoint" > "$OUT/train-summary.json"
 
-echo "== 3/6 evaluate on 8 held-out calls"
+echo "== 3/7 evaluate on 16 held-out calls"
 $TW evaluate --model "$OUT/checkpoint" --data "$OUT/test.jsonl" --out "$OUT/eval.json"
+.venv/bin/python -c "import json,sys; t=json.load(open(sys.argv[1]))['tasks']; print('held-out macro-F1: ' + ', '.join(f'{k} {v[\"macro_f1\"]:.3f}' for k,v in t.items()))" "$OUT/eval.json"
 
-echo "== 4/6 export: ONNX fp32 with parity proof (int8 needs a model trained longer than the demo to keep 99% label agreement)"
+echo "== 4/7 export: ONNX fp32 with parity proof (int8 needs a model trained longer than the demo to keep 99% label agreement)"
 rm -rf "$OUT/bundle"
 $TW export --checkpoint "$OUT/checkpoint" --out "$OUT/bundle" --variants fp32 --name turnwise-demo
 
-echo "== 5/6 serve on 127.0.0.1:$PORT (embedded window store)"
+echo "== 5/7 score the held-out calls offline, each turn with the service's window"
+$TW score --model "$OUT/bundle" --data "$OUT/test.jsonl" --out "$OUT/predictions.jsonl" > "$OUT/score-summary.json"
+
+echo "== 6/7 serve on 127.0.0.1:$PORT (embedded window store)"
 TURNWISE_BUNDLE="$OUT/bundle" $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
@@ -46,7 +54,7 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 
-echo "== 6/6 stream a held-out call over WebSocket"
+echo "== 7/7 stream a held-out call over WebSocket"
 $TW replay --url "http://127.0.0.1:$PORT" --data "$OUT/test.jsonl" --ws --max-dialogues 1 --rate 0
 
 kill -TERM $SERVER

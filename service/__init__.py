@@ -6,5 +6,7 @@
 - :mod:`service.engine` -- the loaded model bundle, inference off the event loop, hot reload.
 - :mod:`service.serve` / :mod:`service.cli` -- the runner and what ``turnwise serve`` calls.
 
-The service imports only the core (``turnwise``) and the bundle reader; the replay client lives in :mod:`cli.replay`.
+The service imports only the core (``turnwise``) and the bundle reader; its wire contract (error kinds,
+bodies, frames) is the core's :mod:`turnwise.api` and :mod:`turnwise.messages`, which the client
+(:mod:`turnwise.client`) shares.
 """

@@ -21,12 +21,16 @@ from service.batcher import MicroBatcher
 from service.config import Settings
 from service.engine import Engine
 from service.errors import ErrorKind, ServiceError, count_failure, install_handlers
-from service.metrics import Metrics
+from service.logs import RequestContext
+from service.metrics import Metrics, endpoint_of
+from service.openapi import install_openapi
 from service.pipeline import Pipeline
-from service.routes import admin, dialogues, feedback, health, score, stream
+from service.routes import admin, dialogues, docs, feedback, health, score, stream
 from service.store import open_store
+from service.tracing import ServerSpans, setup_tracing
 
 log = logging.getLogger("turnwise.service")
+SERVICE_VERSION = "0.1.0"
 
 
 class BodyLimit:
@@ -62,7 +66,7 @@ class BodyLimit:
     @staticmethod
     async def _reject(scope: Scope, send: Send, err: ServiceError) -> None:
         app = scope.get("app")
-        count_failure(getattr(getattr(app, "state", None), "metrics", None), err.kind)
+        count_failure(getattr(getattr(app, "state", None), "metrics", None), err.kind, endpoint_of(scope["path"]))
         await JSONResponse(err.body(), status_code=err.status)(scope, _no_receive, send)
 
 
@@ -84,6 +88,7 @@ async def begin_drain(app: FastAPI, timeout_s: float) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    tracing = setup_tracing(settings, version=SERVICE_VERSION)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         batcher.start()
         app.state.engine, app.state.store, app.state.batcher = engine, store, batcher
-        app.state.pipeline = Pipeline(settings, store, engine, batcher, metrics)
+        app.state.pipeline = Pipeline(settings, store, engine, batcher, metrics, tracing)
         watcher: asyncio.Task[Any] | None = None
         if settings.reload_poll_s > 0:
             watcher = asyncio.create_task(engine.watch(settings.reload_poll_s), name="turnwise-bundle-watch")
@@ -131,11 +136,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.stop()
             engine.close()
             await store.close()
+            tracing.shutdown()
             log.info("turnwise stopped")
 
     app = FastAPI(
         title="turnwise",
-        version="0.1.0",
+        version=SERVICE_VERSION,
         lifespan=lifespan,
         description="Real-time scoring of live calls: every utterance gets intent, act, sentiment.",
     )
@@ -143,8 +149,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.draining = False
     app.state.connections = set()
+    app.state.tracing = tracing
     install_handlers(app)
+    # Outermost last: the request id is bound before the server span opens and before a body is refused.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (dialogues, score, stream, feedback, health, admin):
+    if tracing.enabled:
+        app.add_middleware(ServerSpans, tracing=tracing)
+    app.add_middleware(RequestContext)
+    for module in (dialogues, score, stream, feedback, health, admin, docs):
         app.include_router(module.router)
+    install_openapi(app)
     return app

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     max_turns_per_request: int = Field(64, ge=1, description="Most turns in one POST /v1/score body (413 above).")
     max_body_bytes: int = Field(262_144, ge=1024, description="Largest HTTP request body (413 above).")
     max_frame_bytes: int = Field(65_536, ge=1024, description="Largest WebSocket frame (error frame above).")
-    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 and 503 answers.")
 
     # --- security and logging ------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -95,7 +95,26 @@ class Settings(BaseSettings):
     )
     log_text: bool = Field(False, description="Log utterance text (off by default: text is never logged).")
     log_level: str = Field("info", description="Log level of the turnwise.service loggers.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="json: one JSON object per line with request_id and dialogue_id (and trace ids when tracing); "
+        "text: one readable line.",
+    )
     access_log: bool = Field(False, description="uvicorn access log (paths only, never bodies).")
+
+    # --- tracing -------------------------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry collector base URL for OTLP/HTTP traces (e.g. http://otel-collector:4318; "
+        "/v1/traces is appended); unset = tracing off. Needs the otel extra (pip install turnwise[otel]). "
+        "OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES are honoured.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Fraction of root traces sampled (a caller's sampled traceparent is always followed).",
+    )
 
     # --- server --------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Bind address of `turnwise serve`.")

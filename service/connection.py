@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from service.errors import ErrorKind, ServiceError, as_service_error, count_failure, invalid_input
 from service.schemas import EndFrame, Frame, TurnFrame
 from service.store.errors import StoreError
+from turnwise.api import CLOSE_SERVICE_RESTART
 
 if TYPE_CHECKING:
     from service.pipeline import Pipeline
@@ -33,7 +34,7 @@ log = logging.getLogger("turnwise.service")
 
 FRAME = TypeAdapter(Frame)
 MAX_PENDING = 128  # frames read but not yet answered, per connection; beyond it the reader waits
-CLOSE_SERVICE_RESTART = 1012
+ENDPOINT = "stream"  # the endpoint label of every frame's turnwise_requests_total count
 
 
 def error_frame(err: ServiceError, seq: int | None) -> dict[str, Any]:
@@ -130,7 +131,7 @@ class StreamConnection:
         return task
 
     def _done(self, err: ServiceError, seq: int | None) -> asyncio.Future[dict[str, Any]]:
-        count_failure(self.metrics, err.kind)
+        count_failure(self.metrics, err.kind, ENDPOINT)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         future.set_result(error_frame(err, seq))
         return future
@@ -150,11 +151,11 @@ class StreamConnection:
             return {"type": "scores", **body}
         except (ServiceError, StoreError) as failure:
             err = as_service_error(failure)
-            count_failure(self.metrics, err.kind)
+            count_failure(self.metrics, err.kind, ENDPOINT)
             return error_frame(err, frame.seq)
         except Exception:
             log.exception("stream turn failed")
-            count_failure(self.metrics, ErrorKind.internal)
+            count_failure(self.metrics, ErrorKind.internal, ENDPOINT)
             return error_frame(ServiceError(ErrorKind.internal, "internal error"), frame.seq)
         finally:
             appended.set()
@@ -165,10 +166,11 @@ class StreamConnection:
         try:
             await asyncio.gather(*earlier, return_exceptions=True)
             await self.pipeline.end(frame.dialogue_id)
+            self.metrics.count(ENDPOINT, "ok")
             return {"type": "ended", "dialogue_id": frame.dialogue_id}
         except (ServiceError, StoreError) as failure:
             err = as_service_error(failure)
-            count_failure(self.metrics, err.kind)
+            count_failure(self.metrics, err.kind, ENDPOINT)
             return error_frame(err, None)
         finally:
             appended.set()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.config import Settings
 from service.errors import ErrorKind, ServiceError
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.schemas import DIALOGUE_ID_PATTERN
+from turnwise.api import DIALOGUE_ID_PATTERN
 
 
 async def get_settings(request: Request) -> Settings:
@@ -50,8 +51,22 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-async def require_api_key(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    if not key_is_valid(request.app.state.settings, bearer_token(authorization)):
+# The OpenAPI security scheme (Swagger's Authorize button); auto_error=False so that a missing or
+# malformed header is our own 401 body, not FastAPI's 403.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="API key",
+    description="One of the keys in TURNWISE_API_KEYS, sent as `Authorization: Bearer <key>`. "
+    "When TURNWISE_API_KEYS is empty, authentication is off and any or no key is accepted.",
+    auto_error=False,
+)
+
+
+async def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> None:
+    token = credentials.credentials.strip() if credentials is not None else None
+    if not key_is_valid(request.app.state.settings, token):
         raise ServiceError(ErrorKind.unauthenticated, "missing or invalid API key (Authorization: Bearer <key>)")
 
 

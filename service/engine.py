@@ -80,6 +80,7 @@ class CachedTokenizer:
         self.sep_token_id = tokenizer.sep_token_id
         self.pad_token_id = tokenizer.pad_token_id
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
+        self.hits = self.misses = 0  # lookups since creation (turnwise_token_cache_lookups_total)
 
     def __call__(self, text: list[str], add_special_tokens: bool = False) -> dict[str, list[list[int]]]:
         if add_special_tokens:  # not what the window formatter asks for: no caching
@@ -94,6 +95,8 @@ class CachedTokenizer:
             else:
                 cache.move_to_end(t)
                 found[t] = ids
+        self.hits += len(found)
+        self.misses += len(missing)
         if missing:
             for t, ids in zip(missing, self._tok(missing, add_special_tokens=False)["input_ids"], strict=True):
                 found[t] = cache[t] = ids
@@ -153,7 +156,7 @@ class Engine:
             warmup=True,
             intra_op_threads=self.settings.intra_op_threads,
         )
-        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW, PROBE_WINDOW[-1:]]))
+        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW, PROBE_WINDOW[-1:]]), record=False)
         for task, probs in rows[0]["scores"].items():
             if not probs or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.values()):
                 raise ServiceError(
@@ -166,6 +169,11 @@ class Engine:
         self._bundle, self._fingerprint, self._rejected = bundle, fingerprint, None
         if self.metrics is not None:
             self.metrics.set_model(str(bundle.name), str(bundle.version), str(bundle.variant))
+
+    def load_checked(self) -> LoadedBundle:
+        """The configured bundle, loaded and checked as :meth:`start` does, without installing it (for
+        offline scoring with the serving path's windows and decoding: ``turnwise score``)."""
+        return self._load_checked(self.path)
 
     async def start(self) -> None:
         """Load the configured bundle; a bundle that fails its checks stops the service from starting."""
@@ -235,18 +243,23 @@ class Engine:
         tok = self._tokenizers.get(bundle)
         if tok is None:
             tok = self._tokenizers[bundle] = CachedTokenizer(bundle.tokenizer)
-        return encode_windows(windows, tok, bundle.window)
+        hits, misses = tok.hits, tok.misses
+        ids = encode_windows(windows, tok, bundle.window)
+        if self.metrics is not None:
+            self.metrics.token_cache.labels(result="hit").inc(tok.hits - hits)
+            self.metrics.token_cache.labels(result="miss").inc(tok.misses - misses)
+        return ids
 
-    def compute(self, bundle: LoadedBundle, seqs: list[list[int]]) -> list[dict[str, Any]]:
+    def compute(self, bundle: LoadedBundle, seqs: list[list[int]], *, record: bool = True) -> list[dict[str, Any]]:
         """A batch of token-id sequences -> one decoded row per sequence, in input order.
 
         The batch runs as a few model calls over length groups (see :func:`length_groups`): on CPU a
         padded token costs as much as a real one, and windows range from one short turn to max_tokens.
         """
-        parts = [
-            (group, bundle.infer([seqs[i] for i in group]))
-            for group in length_groups([len(s) for s in seqs], self.settings.batch_padding_waste)
-        ]
+        groups = length_groups([len(s) for s in seqs], self.settings.batch_padding_waste)
+        parts = [(group, bundle.infer([seqs[i] for i in group])) for group in groups]
+        if record and self.metrics is not None:
+            self.metrics.batch_padded_tokens.observe(sum(len(g) * max(len(seqs[i]) for i in g) for g in groups if g))
         logits: dict[str, np.ndarray] = {}
         for task in bundle.schema.names():
             out = np.empty((len(seqs), bundle.schema[task].num_labels), dtype=np.float32)

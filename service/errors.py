@@ -1,9 +1,11 @@
 """The service's one closed set of error kinds and the one place that maps a kind to an HTTP status.
 
+The kinds and their statuses are the core's (:mod:`turnwise.api`), shared with the client.
 Every failure the service answers is a :class:`ServiceError` carrying an :class:`ErrorKind`; REST
 turns it into ``{"error": message, "error_type": kind}`` with :data:`STATUS`, the WebSocket into
 ``{"type": "error", "code": kind, "message", "seq"}``. Both paths call :func:`count_failure`, so
-``turnwise_failures_total{kind}`` counts each failure once.
+``turnwise_requests_total{endpoint, outcome=<kind>}`` counts each failure once (successes are counted
+where they are answered, with outcome ``scored``, ``duplicate`` or ``ok``).
 
 The window store raises its own :class:`~service.store.errors.StoreError`; :data:`STORE_KINDS` and
 :func:`as_service_error` turn it into a :class:`ServiceError` (conflict -> 409, unavailable -> 503),
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -22,44 +23,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.metrics import endpoint_of
 from service.store.errors import StoreError, StoreErrorKind
+from turnwise.api import RETRYABLE, STATUS, ErrorKind
 from turnwise.jsonl import validation_message
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
 
 log = logging.getLogger("turnwise.service")
-
-
-class ErrorKind(str, Enum):
-    unauthenticated = "unauthenticated"
-    not_found = "not_found"
-    not_allowed = "not_allowed"
-    conflict = "conflict"
-    too_large = "too_large"
-    invalid = "invalid"
-    bundle_rejected = "bundle_rejected"
-    overloaded = "overloaded"
-    store_unavailable = "store_unavailable"
-    model_unavailable = "model_unavailable"
-    deadline_exceeded = "deadline_exceeded"
-    internal = "internal"
-
-
-STATUS: dict[ErrorKind, int] = {
-    ErrorKind.unauthenticated: 401,
-    ErrorKind.not_found: 404,
-    ErrorKind.not_allowed: 405,
-    ErrorKind.conflict: 409,
-    ErrorKind.too_large: 413,
-    ErrorKind.invalid: 422,
-    ErrorKind.bundle_rejected: 422,
-    ErrorKind.overloaded: 429,
-    ErrorKind.store_unavailable: 503,
-    ErrorKind.model_unavailable: 503,
-    ErrorKind.deadline_exceeded: 504,
-    ErrorKind.internal: 500,
-}
 
 
 class ServiceError(Exception):
@@ -86,9 +58,19 @@ class ServiceError(Exception):
         return None
 
 
-def count_failure(metrics: Metrics | None, kind: ErrorKind) -> None:
-    if metrics is not None:
-        metrics.failures.labels(kind=kind.value).inc()
+# Kinds answered with a 5xx: the server's fault, what the availability SLO counts against its budget.
+SERVER_ERROR_KINDS = frozenset(k for k, status in STATUS.items() if status >= 500)
+
+
+def count_failure(metrics: Metrics | None, kind: ErrorKind, endpoint: str | None) -> None:
+    """Count one failed request (``endpoint`` None: a probe, not counted) and log server-side ones."""
+    if kind in SERVER_ERROR_KINDS and endpoint is not None:
+        log.warning("request failed: %s", kind.value, extra={"error_kind": kind.value, "endpoint": endpoint})
+    if metrics is None:
+        return
+    metrics.count(endpoint, kind.value)
+    if kind is ErrorKind.store_unavailable:
+        metrics.store_up.set(0)
 
 
 # What the window store's failures are to a client.
@@ -118,9 +100,14 @@ def _metrics_of(request: Request) -> Metrics | None:
 
 
 def error_response(err: ServiceError, request: Request | None = None) -> JSONResponse:
+    headers = err.headers()
     if request is not None:
-        count_failure(_metrics_of(request), err.kind)
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+        count_failure(_metrics_of(request), err.kind, endpoint_of(request.url.path))
+        settings = getattr(request.app.state, "settings", None)
+        if headers is None and err.kind in RETRYABLE and settings is not None:
+            # 503s are as retryable as a 429: tell the client when (turns are idempotent on seq).
+            headers = {"Retry-After": str(settings.retry_after_s)}
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,8 +1,10 @@
 """The serving path shared by REST and WebSocket.
 
 validate -> admit -> append to window (atomic, idempotent) -> window formatter + tokenizer ->
-micro-batcher -> model -> store the result -> respond, with the time of each stage in ``timings_ms``
-and in the ``turnwise_stage_seconds`` histogram.
+micro-batcher -> model -> store the result -> respond, with the time of each stage in ``timings_ms``,
+in the ``turnwise_stage_duration_seconds`` histogram and, when tracing is on, as spans
+(:mod:`service.tracing`). Log lines of a turn carry its dialogue id (:mod:`service.logs`); its text
+only with ``TURNWISE_LOG_TEXT``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ErrorKind, ServiceError
+from service.logs import bound_dialogue
 from service.schemas import FeedbackIn, ScoreIn
+from service.tracing import Tracing, now_ns
 from turnwise.tasks import TaskType
 from turnwise.window import windows_of
 
@@ -34,8 +38,10 @@ def _ms(since: float) -> float:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics):
+    def __init__(self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics,
+                 tracing: Tracing | None = None):
         self.settings = settings
+        self.tracing = tracing or Tracing()
         self.store = store
         self.engine = engine
         self.batcher = batcher
@@ -51,7 +57,7 @@ class Pipeline:
 
     def _log_turn(self, dialogue_id: str, seq: int, text: str) -> None:
         if self.settings.log_text:
-            log.info("turn %s/%d text=%r", dialogue_id, seq, text)
+            log.info("turn %s/%d text=%r", dialogue_id, seq, text, extra={"seq": seq, "text": text})
 
     async def score_turn(
         self,
@@ -65,6 +71,25 @@ class Pipeline:
     ) -> dict[str, Any]:
         """Append one turn and score it. ``on_appended`` fires once the store has ordered the turn
         (or it failed), so a WebSocket can keep several turns in flight without reordering them."""
+        attributes: dict[str, str | int] = {"turnwise.dialogue_id": dialogue_id, "turnwise.seq": seq,
+                                            "turnwise.endpoint": endpoint}
+        with bound_dialogue(dialogue_id), self.tracing.span("score_turn", attributes) as span:
+            body = await self._score_turn(dialogue_id, seq, speaker, text, endpoint=endpoint, on_appended=on_appended)
+            if span is not None:
+                span.set_attribute("turnwise.model.version", body["model"]["version"])
+            log.debug("turn scored", extra={"seq": seq, "endpoint": endpoint, "total_ms": body["timings_ms"]["total"]})
+            return body
+
+    async def _score_turn(
+        self,
+        dialogue_id: str,
+        seq: int,
+        speaker: str,
+        text: str,
+        *,
+        endpoint: str,
+        on_appended: Callable[[], None] | None,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         deadline = time.monotonic() + self.budget_s
         try:
@@ -74,9 +99,10 @@ class Pipeline:
                 bundle = self.engine.current
                 t = time.perf_counter()
                 try:
-                    appended = await self.store.append(
-                        dialogue_id, seq, speaker, text, max_turns=bundle.window.max_turns
-                    )
+                    with self.tracing.span("store.append"):
+                        appended = await self.store.append(
+                            dialogue_id, seq, speaker, text, max_turns=bundle.window.max_turns
+                        )
                 finally:
                     if on_appended is not None:
                         on_appended()
@@ -87,9 +113,12 @@ class Pipeline:
                     self._observe(endpoint, "duplicate", timings)
                     return {**appended.result, "timings_ms": timings}
                 t = time.perf_counter()
-                ids = self.engine.encode(bundle, [appended.window])[0]
+                with self.tracing.span("tokenize"):
+                    ids = self.engine.encode(bundle, [appended.window])[0]
                 tokenize_ms = _ms(t)
+                submitted = now_ns()
                 row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
+                self.tracing.record_batch(submitted, batch_timings)
                 body = {
                     "dialogue_id": dialogue_id,
                     "seq": seq,
@@ -99,7 +128,8 @@ class Pipeline:
                     "window_turns": len(appended.window),
                 }
                 t = time.perf_counter()
-                await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}")
+                with self.tracing.span("store.set_result"):
+                    await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}")
                 store_ms += _ms(t)
         finally:
             if on_appended is not None:
@@ -112,6 +142,7 @@ class Pipeline:
             "total": _ms(started),
         }
         self._observe(endpoint, "scored", timings)
+        self.metrics.observe_labels(row["labels"])
         return {**body, "timings_ms": timings}
 
     async def score(self, req: ScoreIn) -> dict[str, Any]:
@@ -127,12 +158,17 @@ class Pipeline:
             self.check_text(turn.text)
         bundle = self.engine.current
         windows = windows_of(req.turns, bundle.window) if req.all else [req.turns]
-        with self.batcher.admit(weight=len(windows)):
+        with self.tracing.span("score", {"turnwise.endpoint": "score", "turnwise.windows": len(windows)}), \
+                self.batcher.admit(weight=len(windows)):
             t = time.perf_counter()
-            all_ids = self.engine.encode(bundle, windows)
+            with self.tracing.span("tokenize"):
+                all_ids = self.engine.encode(bundle, windows)
             tokenize_ms = _ms(t)
             # Submitted together, so they share batches.
+            submitted = now_ns()
             rows = await asyncio.gather(*(self.batcher.submit(bundle, ids, deadline) for ids in all_ids))
+            slowest = max((bt for _, bt in rows), key=lambda bt: bt["queue"] + bt["inference"])
+            self.tracing.record_batch(submitted, slowest)
         model = {"name": str(bundle.name), "version": str(bundle.version)}
         timings = {
             "tokenize": tokenize_ms,
@@ -141,6 +177,8 @@ class Pipeline:
             "total": _ms(started),
         }
         self._observe("score", "scored", timings)
+        for row, _ in rows:
+            self.metrics.observe_labels(row["labels"])
         outs = [
             {
                 "scores": row["scores"],
@@ -208,5 +246,7 @@ class Pipeline:
         return entry_id, "window" in record
 
     def _observe(self, endpoint: str, outcome: str, timings: dict[str, float]) -> None:
-        self.metrics.requests.labels(endpoint=endpoint, outcome=outcome).inc()
+        self.metrics.count(endpoint, outcome)
         self.metrics.observe_timings(endpoint, timings)
+        if "store" in timings:
+            self.metrics.store_up.set(1)

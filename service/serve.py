@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from service.app import begin_drain, create_app
 from service.config import Settings
+from service.logs import configure_logging
 
 log = logging.getLogger("turnwise.service")
 
@@ -61,11 +62,6 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("turnwise").setLevel(level.upper())
-
-
 def build_server(settings: Settings) -> GracefulServer:
     # One tokenizer call per request is tiny; Rust-side thread pools would only fight the model for cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,6 +71,8 @@ def build_server(settings: Settings) -> GracefulServer:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        # uvicorn's loggers propagate to the root handler configure_logging installs (JSON or text).
+        log_config=None,
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(max(1, settings.shutdown_grace_s)),
         timeout_keep_alive=int(max(1, settings.keep_alive_s)),
@@ -87,7 +85,7 @@ def build_server(settings: Settings) -> GracefulServer:
 
 
 def run(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     server = build_server(settings)
     server.run()
     if not server.started:

@@ -6,9 +6,11 @@ The machinery lives in :mod:`harness`, shared with benchmarks/ and loadtests/ (`
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from turnwise.errors import DataError
 from turnwise.tasks import TaskSchema, parse_tasks
 from turnwise.window import WindowConfig
 
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
@@ -97,3 +100,33 @@ def tiny_bundle(tiny_bundle_session: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_session, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(tiny_checkpoint_session: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle (fp32 ONNX, parity-checked) exported once from the tiny checkpoint: read-only."""
+    from export.cli import run_export
+
+    out = tmp_path_factory.mktemp("fp32-bundles") / "tiny-v1"
+    return run_export(tiny_checkpoint_session, out, ["fp32"], name="tiny", version="1")
+
+
+@pytest.fixture
+def live_service(fp32_bundle: Path) -> Iterator[Callable[..., Any]]:
+    """``live_service(port=None, **settings)`` -> a started :class:`harness.live.LiveServer` serving
+    ``fp32_bundle`` (the real app under uvicorn on a loopback port), stopped at teardown."""
+    from harness.live import LiveServer
+    from service.config import Settings
+
+    servers: list[LiveServer] = []
+
+    def start(port: int | None = None, **overrides: Any) -> LiveServer:
+        base: dict[str, Any] = {"bundle": fp32_bundle, "reload_poll_s": 0, "api_keys": [], "log_level": "warning",
+                                "shutdown_grace_s": 5}
+        server = LiveServer(Settings(**{**base, **overrides}), port=port).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from trainer.model import TurnwiseModel, load_tokenizer, model_from_config
 from turnwise.errors import DataError
+from turnwise.jsonl import dumps_json
 from turnwise.names import CHECKPOINT_META, TRAINING_STATE, WEIGHTS_FILE
 from turnwise.tasks import TaskSchema, parse_tasks
 from turnwise.window import WindowConfig
@@ -45,7 +46,7 @@ class Checkpoint:
 
 def _atomic_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False), encoding="utf-8")
+    tmp.write_text(dumps_json(obj, indent=2, sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
 
 

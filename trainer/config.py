@@ -9,6 +9,7 @@ from trainer.pairs import PairConfig
 from turnwise.window import WindowConfig
 
 OBJECTIVES = ("pairwise", "pointwise", "none")
+SELECT_METRICS = ("accuracy", "macro_f1")  # what early stopping and the best checkpoint compare
 ENCODERS = ("streaming", "flat")
 
 
@@ -49,7 +50,7 @@ class TrainConfig:
     max_steps: int | None = None  # cap on finetuning steps (quick runs)
     eval_every: int = 0  # finetuning steps between validations; 0 = once per epoch
     patience: int = 3  # validations without improvement before stopping
-    select_metric: str = "accuracy"
+    select_metric: str = "accuracy"  # mean over tasks of this validation metric picks the checkpoint
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto measures both and keeps the faster
     device: str = "auto"  # auto = CUDA when available, else CPU; or a torch device name ("cpu", "cuda:1")
     save_every: int = 50
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"encoder must be one of {ENCODERS}")
         if not 0.0 < self.gold_fraction <= 1.0:
             raise ValueError("gold_fraction must be in (0, 1]")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError("precision must be auto, fp32 or bf16")
         PairConfig(mode=self.pair_mode, budget=self.pair_budget)  # validates

@@ -9,7 +9,6 @@ will give it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from trainer.model import model_device, resolve_device
 from trainer.segments import SegmentSet, build_segments, collate
 from trainer.spans import SpanSet, build_spans, collate_spans, pack_by_tokens
 from turnwise.dialogue import Dialogue
+from turnwise.jsonl import dumps_json
 from turnwise.names import BUNDLE_MANIFEST
 from turnwise.scoring import predict_indices, probabilities
 from turnwise.tasks import TaskSchema, TaskType
@@ -185,5 +185,5 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
 def write_report(report: dict[str, Any], out: str | Path) -> Path:
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    p.write_text(dumps_json(report, indent=2), encoding="utf-8")
     return p

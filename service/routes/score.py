@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.deps import Authenticated, PipelineDep
-from service.schemas import ERROR_RESPONSES, ScoreAllResult, ScoreIn, ScoreResult
+from service.schemas import ScoreAllResult, ScoreIn, ScoreResult, errors
+from turnwise.api import ErrorKind as K
 
-router = APIRouter(prefix="/v1", tags=["score"], dependencies=[Authenticated], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["score"], dependencies=[Authenticated])
 
 
 @router.post(
@@ -18,9 +19,13 @@ router = APIRouter(prefix="/v1", tags=["score"], dependencies=[Authenticated], r
         200: {
             "model": ScoreResult | ScoreAllResult,
             "description": "ScoreResult, or ScoreAllResult when all=true",
-        }
+        },
+        **errors(K.unauthenticated, K.too_large, K.invalid, K.overloaded, K.model_unavailable, K.deadline_exceeded),
     },
 )
 async def score(req: ScoreIn, pipeline: PipelineDep) -> JSONResponse:
-    """Score turns without storing anything; ``all: true`` scores each turn with its own window."""
+    """Score turns without storing anything; ``all: true`` scores each turn with its own window.
+
+    The windows are the ones a live call gets (the last ``window.max_turns`` turns up to the scored
+    one). At most TURNWISE_MAX_TURNS_PER_REQUEST turns (413 above)."""
     return JSONResponse(await pipeline.score(req))

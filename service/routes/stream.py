@@ -1,7 +1,9 @@
 """WS /v1/stream: authenticate the handshake, then hand the socket to a :class:`StreamConnection`.
 
 Auth: ``Authorization: Bearer <key>``; browsers, which cannot set headers on a WebSocket, offer the
-subprotocols ``["turnwise", "bearer.<key>"]`` instead (the server selects ``turnwise``).
+subprotocols ``["turnwise", "bearer.<key>"]`` instead (the server selects ``turnwise``). The frames,
+their order, the errors and the close codes are in ``docs/websocket.md`` and the AsyncAPI document
+(:mod:`service.asyncapi`, served at ``/asyncapi.json``).
 """
 
 from __future__ import annotations
@@ -12,22 +14,20 @@ from fastapi.responses import JSONResponse
 from service.connection import StreamConnection
 from service.deps import bearer_token, key_is_valid
 from service.errors import ErrorKind, ServiceError, count_failure
+from turnwise.api import BEARER_SUBPROTOCOL, CLOSE_POLICY, STREAM_PATH, SUBPROTOCOL
 
 router = APIRouter(tags=["stream"])
 
-SUBPROTOCOL = "turnwise"
-BEARER_SUBPROTOCOL = "bearer."
-
 
 async def _deny(websocket: WebSocket, err: ServiceError) -> None:
-    count_failure(websocket.app.state.metrics, err.kind)
+    count_failure(websocket.app.state.metrics, err.kind, "stream")
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(JSONResponse(err.body(), status_code=err.status, headers=err.headers()))
     else:  # servers without the denial-response extension: close the handshake (HTTP 403)
-        await websocket.close(code=1008, reason=err.message)
+        await websocket.close(code=CLOSE_POLICY, reason=err.message)
 
 
-@router.websocket("/v1/stream")
+@router.websocket(STREAM_PATH)
 async def stream(websocket: WebSocket) -> None:
     state = websocket.app.state
     offered = list(websocket.scope.get("subprotocols") or [])

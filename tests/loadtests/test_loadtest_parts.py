@@ -99,7 +99,7 @@ def test_server_side_breakdown_from_metrics():
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
     reg = CollectorRegistry()
-    stage = Histogram("turnwise_stage_seconds", "s", ["stage"], registry=reg)
+    stage = Histogram("turnwise_stage_duration_seconds", "s", ["stage"], registry=reg)
     batch = Histogram("turnwise_batch_size", "b", registry=reg)
     for v in (0.010, 0.030):
         stage.labels(stage="inference").observe(v)

@@ -112,7 +112,10 @@ async def test_conflicting_and_stale_seq_are_409(live, store_kind):
         window = (await c.get("/v1/dialogues/call-c")).json()["window"]
         assert [t["text"] for t in window] == ["hello", "hi"]
         metrics = (await c.get("/metrics")).text
-        assert 'turnwise_failures_total{kind="conflict"} 2.0' in metrics
+        # failures are in the one request counter, by endpoint and outcome (the error kind)
+        assert 'turnwise_requests_total{endpoint="turns",outcome="conflict"} 2.0' in metrics
+        assert 'turnwise_requests_total{endpoint="turns",outcome="scored"} 2.0' in metrics
+        assert 'turnwise_requests_total{endpoint="dialogue",outcome="ok"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("bad_id", ["a b", "x" * 129, "call{1}", "call*1", "caf%C3%A9"])
@@ -266,10 +269,19 @@ async def test_probes_and_metrics(live, store_kind):
         await post_turn(c, "call-m", 0, "agent", "hi")
         text = (await c.get("/metrics")).text
         for stage in ("queue", "store", "tokenize", "inference"):
-            assert f'turnwise_stage_seconds_count{{stage="{stage}"}} 1.0' in text
+            assert f'turnwise_stage_duration_seconds_count{{stage="{stage}"}} 1.0' in text
         assert 'turnwise_requests_total{endpoint="turns",outcome="scored"} 1.0' in text
         assert 'turnwise_model_info{name="tiny",variant="fp32",version="1"} 1.0' in text
         assert "turnwise_batch_size_bucket" in text
+        assert 'turnwise_request_duration_seconds_count{endpoint="turns"} 1.0' in text
+        assert "turnwise_store_up 1.0" in text  # set by the readiness check and by the turn
+        # the standard process and GC collectors: CPU, RSS, collections
+        for series in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_gc_collections_total"):
+            assert series in text, series
+        labels = [line for line in text.splitlines() if line.startswith("turnwise_labels_total{")]
+        assert {line.split('task="')[1].split('"')[0] for line in labels} == {"intent", "act", "sentiment"}
+        # probes and /metrics are not API requests
+        assert "readyz" not in text and 'endpoint="other"' not in text
         assert all(
             line.startswith(("#", "turnwise_", "python_")) or not line
             for line in text.splitlines()
@@ -327,7 +339,7 @@ async def test_504_when_the_budget_passes_before_inference(live):
         assert srv.state.engine.batches == batches  # never computed
         text = (await c.get("/metrics")).text
         assert "turnwise_expired_total 1.0" in text
-        assert 'turnwise_failures_total{kind="deadline_exceeded"} 1.0' in text
+        assert 'turnwise_requests_total{endpoint="turns",outcome="deadline_exceeded"} 1.0' in text
 
 
 async def test_redis_down_is_503_then_recovers_without_corrupting_the_window(live, redis_server):

@@ -80,6 +80,10 @@ def load_source(
         raise DataError(f"'domains' applies to multidogo only, not to {source}")
     report = report if report is not None else LoadReport()
     if source == "jsonl":
+        if Path(path).is_dir():
+            corpora = ", ".join(s for s in SOURCES if s != "jsonl")
+            raise DataError(f"a folder, not a JSONL file: pass --source with the corpus it holds ({corpora})",
+                            path=str(path))
         dialogues = read_jsonl(path)
         return dialogues if max_dialogues is None else dialogues[:max_dialogues]
 

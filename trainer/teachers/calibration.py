@@ -26,7 +26,6 @@ Definitions (paper: Liu et al., NAACL 2025 Industry, Figs. 3 and 4):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from trainer.teachers.calibration_plots import plot_report
 from trainer.teachers.scores import ABSTAIN, ScoreRecord, scores_from_votes
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
+from turnwise.jsonl import dumps_json
 from turnwise.tasks import TaskType
 
 N_BUCKETS = 5
@@ -315,5 +315,5 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "calibration.json"
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    path.write_text(dumps_json(report, indent=2) + "\n", encoding="utf-8")
     return [path, *plot_report(report, out)]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,6 +24,7 @@ from trainer.data import load_source, resolve_schema
 from trainer.teachers.scores import ScoreRecord, read_scores, write_scores
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
+from turnwise.jsonl import dumps_json
 from turnwise.tasks import TaskSchema, TaskType
 
 TEACHERS = ("llm", "zeroshot", "simulated")
@@ -65,22 +67,42 @@ def select_shard(dialogues: Sequence[Dialogue], shard: str | None) -> list[Dialo
 
 
 class _Bar:
-    """Adapts a rich Progress task to the teachers' ``progress(advance, total=...)`` callback."""
+    """Adapts a rich Progress task to the teachers' ``progress(advance, total=...)`` callback.
+
+    Without a terminal (CI, a log file) rich draws nothing until the end, so plain lines are logged
+    instead: every 10 % and at least every ``PLAIN_EVERY_S`` seconds."""
+
+    PLAIN_EVERY_S = 15.0
 
     def __init__(self, progress: Progress, description: str):
         self.progress = progress
+        self.description = description
         self.task = progress.add_task(description, total=None)
+        self.done = 0
+        self.total: int | None = None
+        self._logged_at = time.monotonic()
+        self._logged_tenth = -1
 
     def __call__(self, advance: int, *, total: int | None = None) -> None:
         if total is not None:
+            self.total = total
             self.progress.update(self.task, total=total)
         if advance:
+            self.done += advance
             self.progress.advance(self.task, advance)
+        if not self.progress.console.is_terminal:
+            tenth = self.done * 10 // self.total if self.total else -1
+            now = time.monotonic()
+            if tenth > self._logged_tenth or now - self._logged_at >= self.PLAIN_EVERY_S:
+                self._logged_tenth, self._logged_at = tenth, now
+                of = f"/{self.total}" if self.total else ""
+                self.progress.console.print(f"{self.description}: {self.done}{of}", highlight=False, markup=False)
 
 
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                    disable=not console.is_terminal)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,10 +146,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"turnwise label — {summary['teacher']} teacher", show_header=False)
     for key in ("note", "out", "dialogues", "turns", "records", "samples", "shard", "abstention_rate", "wall_s"):
         if summary.get(key) is not None:
-            table.add_row(key, str(summary[key]))
+            table.add_row(key, escape(str(summary[key])))
     for name, acc in summary.get("accuracy_vs_gold", {}).items():
         a = acc["accuracy"]
-        table.add_row(f"accuracy[{name}]", "n/a" if a is None else f"{a:.4f} on {acc['scored_gold']} gold labels")
+        table.add_row(escape(f"accuracy[{name}]"),
+                      "n/a" if a is None else f"{a:.4f} on {acc['scored_gold']} gold labels")
     if "usage" in summary:
         u = summary["usage"]
         table.add_row("requests", f"{u['requests']} ({u['failed_requests']} failed, "
@@ -142,7 +165,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
     table = Table(title="turnwise label --plan (nothing was sent)", show_header=False)
     for k, v in plan.items():
         if k != "per_prompt":
-            table.add_row(k, json.dumps(v) if isinstance(v, dict | list) else str(v))
+            table.add_row(k, escape(json.dumps(v) if isinstance(v, dict | list) else str(v)))
     console.print(table)
 
 
@@ -155,7 +178,7 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
               cache: Path | None = None, concurrency: int = 4, rate: float | None = None,
               temperature: float = 0.7, top_p: float = 0.95, plan: bool = False, shard: str | None = None,
               seed: int = 0, noise: dict | None = None, max_dialogues: int | None = None, source: str = "jsonl",
-              split: str | None = None, price_table: Path | None = None) -> dict:
+              split: str | None = None, price_table: Path | None = None, allow_unlabelled: bool = False) -> dict:
     """Label ``data`` with a teacher; write the scores JSONL to ``out``; return a summary dict.
 
     ``cache`` (llm: the SQLite response cache, default ``<out stem>.cache.sqlite`` beside ``out``;
@@ -176,6 +199,12 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
     if not dialogues:
         raise DataError("no dialogue to label (empty data, or an empty shard)")
     n_turns = sum(len(d.turns) for d in dialogues)
+    from trainer.data.checks import check_task_coverage
+
+    # A task nothing in the data is labelled with is usually a misspelt name in the schema; raw
+    # transcripts without any gold label are what a teacher is for.
+    for warning in check_task_coverage(schema, dialogues, allow_unlabelled=allow_unlabelled, allow_no_gold=True):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     from trainer.teachers.prompts import PromptBank
 
@@ -197,8 +226,15 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
                 result = {**summary, **t.plan(dialogues, schema, samples), "cache": str(cache_path)}
                 _print_plan(result)
                 return result
-            with _progress() as prog:
-                records = t.label(dialogues, schema, samples, _Bar(prog, f"llm {model}: samples"))
+            try:
+                with _progress() as prog:
+                    records = t.label(dialogues, schema, samples, _Bar(prog, f"llm {model}: samples"))
+            except KeyboardInterrupt:
+                kept = len(rc)
+                console.print(f"interrupted: the cache {cache_path} keeps {kept} answer(s) "
+                              f"({t.usage.samples_fetched} fetched in this run); run the same command again to "
+                              "resume: cached answers are not requested again", highlight=False, markup=False)
+                raise
             summary.update(t.summary())
             summary["cache"] = str(cache_path)
         finally:
@@ -213,8 +249,14 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
                       "note": "zeroshot runs offline: no endpoint calls, no cost"}
             _print_plan(result)
             return result
-        with _progress() as prog:
-            records = t_zs.label(dialogues, schema, samples, _Bar(prog, "zeroshot: encoding texts"))
+        try:
+            with _progress() as prog:
+                records = t_zs.label(dialogues, schema, samples, _Bar(prog, "zeroshot: encoding texts"))
+        except KeyboardInterrupt:
+            where = (f"the embedding cache {cache} keeps {t_zs.stats['texts_encoded']} new embedding(s); run the same "
+                     "command again to resume") if cache else "nothing was kept (pass --cache to keep embeddings)"
+            console.print(f"interrupted: {where}", highlight=False, markup=False)
+            raise
         summary.update(t_zs.summary())
         t_zs.cache.close()
     else:
@@ -235,7 +277,7 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
     summary["abstention_rate"] = round(sum(sum(r.abstentions or []) for r in records) / max(n_votes, 1), 6)
     summary["accuracy_vs_gold"] = gold_accuracy(dialogues, records, schema)
     summary["wall_s"] = round(time.perf_counter() - t0, 3)
-    out.with_name(out.stem + ".summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
+    out.with_name(out.stem + ".summary.json").write_text(dumps_json(summary, indent=2) + "\n",
                                                          encoding="utf-8")
     _print_summary(summary)
     return summary

@@ -199,6 +199,7 @@ class LLMTeacher:
         if progress is not None:
             progress(self.usage.samples_cached, total=sum(u.samples for u in units))
         if todo:
+            self.probe()
             self._fetch(todo, answers, progress)
             if self.usage.samples_fetched == 0 and self.usage.failed_requests > 0:
                 raise TeacherError(f"every request to {self.cfg.endpoint or 'the endpoint'} failed "
@@ -248,6 +249,31 @@ class LLMTeacher:
         ]
 
     # -- transport ----------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """One request before the run, without retries: an endpoint that refuses connections is an error
+        now, not after every request has spent its retries (minutes). Any answer, even an error status,
+        means the server is there; a slow one is left to the run's own timeouts."""
+        if self._client is not None or not self.cfg.endpoint:
+            return
+        import openai
+
+        key = os.environ.get(self.cfg.api_key_env) or "not-needed"
+        client = openai.OpenAI(base_url=self.cfg.endpoint, api_key=key, max_retries=0,
+                               timeout=min(10.0, self.cfg.timeout))
+        try:
+            client.models.list()
+        except openai.APITimeoutError:
+            pass
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            raise TeacherError(f"cannot reach the endpoint {self.cfg.endpoint} ({cause}); nothing was sent "
+                               "(is the server running, and is --endpoint its /v1 base URL?)") from None
+        except openai.APIError:
+            pass
+        finally:
+            client.close()
+
 
     def _make_client(self) -> Any:
         import openai

@@ -1,0 +1,85 @@
+"""``turnwise experiment``: the paper's evidence (Table 1) and re-rendering finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.options import Dataset, Encoder, Preset, Table1Teacher, above_zero, check_backbone
+
+experiment_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                             help="Experiments that reproduce the paper's evidence.")
+
+
+@experiment_app.command("render")
+def experiment_render(results: Annotated[list[Path], typer.Argument(help="table1-*.json files")]) -> None:
+    """Rewrite the Markdown table and PNG of finished Table 1 runs from their JSON (no training)."""
+    from trainer.experiment import render_outputs
+
+    for path in results:
+        typer.echo(render_outputs(path))
+
+
+@experiment_app.command("table1")
+def experiment_table1(
+    out: Annotated[Path, typer.Option("--out", help="folder for the JSON, Markdown and PNG results")] = Path(
+        "benchmarks/results"),
+    dataset: Annotated[Dataset, typer.Option("--dataset", help="corpus of the experiment", case_sensitive=False)] = (
+        Dataset.dailydialog),
+    task: Annotated[str, typer.Option("--task", help="task of the corpus to run (e.g. act, sentiment)")] = "act",
+    teacher: Annotated[Table1Teacher, typer.Option("--teacher", help="offline teacher for pretraining",
+                                                   case_sensitive=False)] = Table1Teacher.simulated,
+    preset: Annotated[Preset, typer.Option("--preset", help="cpu (2-core scale) | full (whole splits, for a GPU); "
+                                           "the options below override it", case_sensitive=False)] = Preset.cpu,
+    data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
+    tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
+    gold_fractions: Annotated[str, typer.Option("--gold-fractions", help="comma-separated fractions of gold "
+                                                "dialogues, each in (0, 1]")] = "0.01,0.05,0.10,0.25",
+    seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds")] = "0,1,2",
+    methods: Annotated[str, typer.Option("--methods", help="comma-separated: finetune_only, pointwise, "
+                                         "pairwise")] = "finetune_only,pointwise,pairwise",
+    ablations: Annotated[bool, typer.Option("--ablations/--no-ablations", help="also run the alpha and "
+                                            "pair-mode ablations")] = True,
+    train_dialogues: Annotated[int | None, typer.Option(min=0, help="training dialogues (0 = all)")] = None,
+    val_dialogues: Annotated[int | None, typer.Option(min=0, help="validation dialogues for early stopping "
+                                                      "(0 = all)")] = None,
+    test_dialogues: Annotated[int | None, typer.Option(min=0, help="test dialogues (0 = all)")] = None,
+    pretrain_steps: Annotated[int | None, typer.Option(min=0, help="pretraining steps per run")] = None,
+    pretrain_segments: Annotated[int | None, typer.Option(min=1, help="segments per dialogue in a pretraining "
+                                                          "batch")] = None,
+    max_finetune_steps: Annotated[int | None, typer.Option(min=1, help="cap on finetuning steps per run")] = None,
+    pretrain_head_lr: Annotated[float | None, typer.Option(callback=above_zero, help="heads' learning rate while "
+                                                          "pretraining (default: the encoder's)")] = None,
+    backbone: Annotated[str | None, typer.Option(callback=check_backbone, help="minilm | todbert | a Hugging Face "
+                                                 "id | a local model folder")] = None,
+    encoder: Annotated[Encoder | None, typer.Option("--encoder", help="default: the preset's",
+                                                    case_sensitive=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=8, help="flat window length in tokens")] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
+    noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
+) -> None:
+    """The paper's Table 1 (finetune-only vs pointwise vs pairwise) with alpha and pair-mode ablations."""
+    from trainer.data import resolve_schema
+    from trainer.experiment import markdown, preset_config, run_table1
+
+    try:
+        fractions = [float(x) for x in gold_fractions.split(",")]
+        seed_list = [int(x) for x in seeds.split(",")]
+    except ValueError:
+        raise typer.BadParameter("--gold-fractions takes numbers and --seeds integers, comma-separated") from None
+    if not all(0 < f <= 1 for f in fractions):
+        raise typer.BadParameter(f"every gold fraction must be in (0, 1], got {gold_fractions}",
+                                 param_hint="--gold-fractions")
+    cfg = preset_config(preset.value, dataset=dataset.value, task=task, teacher=teacher.value,
+                        gold_fractions=fractions, seeds=seed_list, methods=[m.strip() for m in methods.split(",")],
+                        ablations=ablations, train_dialogues=train_dialogues,
+                        val_dialogues=val_dialogues, test_dialogues=test_dialogues,
+                        pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
+                        max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
+                        max_tokens=max_tokens, encoder=encoder.value if encoder else None,
+                        device=device, noise=json.loads(noise) if noise else None)
+    result = run_table1(cfg, out, data=data, schema=resolve_schema(tasks, dataset.value) if tasks else None)
+    typer.echo(markdown(result))

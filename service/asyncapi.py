@@ -1,0 +1,134 @@
+"""The AsyncAPI 3.0 document of ``WS /v1/stream``, built from the frame models (:mod:`turnwise.messages`).
+
+Served at ``/asyncapi.json`` and written to ``docs/asyncapi.json`` (a test keeps the two equal), so
+the frames a client reads about are the ones the server validates and sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from turnwise import __version__
+from turnwise.api import (
+    BEARER_SUBPROTOCOL,
+    CLOSE_CODES,
+    MEANING,
+    STREAM_PATH,
+    SUBPROTOCOL,
+    ErrorKind,
+)
+from turnwise.messages import EndedFrame, EndFrame, ErrorFrame, ScoresFrame, TurnFrame
+
+REF = "#/components/schemas/{model}"
+CLIENT_FRAMES: dict[str, type[BaseModel]] = {"turn": TurnFrame, "end": EndFrame}
+SERVER_FRAMES: dict[str, type[BaseModel]] = {"scores": ScoresFrame, "ended": EndedFrame, "error": ErrorFrame}
+
+DESCRIPTION = f"""\
+One WebSocket carries any number of calls (dialogues). Every text frame is one JSON object with a `type`.
+
+- The client sends `turn` frames (one utterance of a call, with its `seq`) and `end` frames (the call is over).
+- The server answers **every frame with exactly one reply, in the order the frames were sent**: `scores` for a
+  `turn`, `ended` for an `end`, `error` in place of either when it failed. Several frames may be in flight;
+  replies never overtake each other, so a client matches replies to frames by order (an `error` also carries the
+  frame's `seq` where it could be read).
+- A bad frame (invalid JSON, unknown `type`, a field out of range, above TURNWISE_MAX_FRAME_BYTES) gets an
+  `error` reply and the socket stays open.
+- Turns are idempotent on (`dialogue_id`, `seq`): resending a frame after a reconnect returns the stored result.
+- An `end` waits for the connection's earlier frames, then forgets the call's window.
+
+Authentication (when TURNWISE_API_KEYS is set): `Authorization: Bearer <key>` on the handshake, or, where headers
+cannot be set (browsers), the subprotocols `["{SUBPROTOCOL}", "{BEARER_SUBPROTOCOL}<key>"]` (the server selects
+`{SUBPROTOCOL}`). A refused handshake is an HTTP 401 with the REST error body (`error_type: unauthenticated`); while
+the service drains it is a 503 (`model_unavailable`).
+
+Close codes: {"; ".join(f"`{code}` {text}" for code, text in CLOSE_CODES.items())}.
+
+Error codes: {"; ".join(f"`{k.value}` {MEANING[k]}" for k in ErrorKind)}.
+"""
+
+
+def _schemas() -> dict[str, Any]:
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in CLIENT_FRAMES.values()]
+    models = modes + [(m, "serialization") for m in SERVER_FRAMES.values()]
+    _, top = models_json_schema(models, ref_template=REF)
+    return dict(sorted(top.get("$defs", {}).items()))
+
+
+def _message(name: str, model: type[BaseModel], summary: str) -> dict[str, Any]:
+    extra: Any = model.model_config.get("json_schema_extra") or {}
+    examples = extra.get("examples", [])
+    return {
+        "name": name,
+        "title": model.__name__,
+        "summary": summary,
+        "contentType": "application/json",
+        "payload": {"$ref": REF.format(model=model.__name__)},
+        "examples": [{"name": f"{name}-{i}", "payload": ex} for i, ex in enumerate(examples)],
+    }
+
+
+def build_asyncapi(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
+    messages = {
+        "turn": _message("turn", TurnFrame, "Score one utterance of a call."),
+        "end": _message("end", EndFrame, "The call is over: forget its window."),
+        "scores": _message("scores", ScoresFrame, "The result of a turn frame."),
+        "ended": _message("ended", EndedFrame, "The answer to an end frame."),
+        "error": _message("error", ErrorFrame, "A frame failed; its reply in the same place."),
+    }
+    channel_ref = {"$ref": "#/channels/stream"}
+
+    def msg(name: str) -> dict[str, str]:
+        return {"$ref": f"#/channels/stream/messages/{name}"}
+
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "turnwise stream", "version": __version__, "description": DESCRIPTION},
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": server_url,
+                "protocol": "ws",
+                "description": "`turnwise serve` (use wss behind TLS)",
+                "security": [{"$ref": "#/components/securitySchemes/bearer"}],
+            }
+        },
+        "channels": {
+            "stream": {
+                "address": STREAM_PATH,
+                "title": "The live-call stream",
+                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
+                "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0"}},
+            }
+        },
+        "operations": {
+            "scoreTurn": {
+                "action": "receive",
+                "channel": channel_ref,
+                "summary": "The client sends a turn; the server replies scores (or error), in frame order.",
+                "messages": [msg("turn")],
+                "reply": {"channel": channel_ref, "messages": [msg("scores"), msg("error")]},
+            },
+            "endCall": {
+                "action": "receive",
+                "channel": channel_ref,
+                "summary": "The client ends a call; the server replies ended (or error) after the earlier frames.",
+                "messages": [msg("end")],
+                "reply": {"channel": channel_ref, "messages": [msg("ended"), msg("error")]},
+            },
+        },
+        "components": {
+            "messages": messages,
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Authorization: Bearer <key> on the handshake (one of TURNWISE_API_KEYS), or the "
+                    f"subprotocol `{BEARER_SUBPROTOCOL}<key>` next to `{SUBPROTOCOL}`.",
+                }
+            },
+        },
+    }
