@@ -70,6 +70,8 @@ class FlatFeed:
     def finetune_batch(self, ft_step: int) -> np.ndarray:
         epoch, pos = divmod(ft_step, self.steps_per_epoch)
         mine = self.ft_shards[self.rank]
+        if not len(mine):  # this rank's dialogues have no gold turns: it re-uses the others' (as SpanFeed)
+            mine = np.concatenate(self.ft_shards)
         order = np.random.default_rng([self.cfg.seed, 104729, epoch]).permutation(mine)
         n = max(1, math.ceil(len(order) / self.cfg.batch_size))
         pos %= n  # a smaller shard wraps around while the largest finishes its epoch

@@ -194,6 +194,9 @@ class _Run:
         self.progress = Progress(state["step"], state["best"], state["best_step"], state["bad"], state["history"])
         ranks = state.get("torch_rng_ranks") or []
         torch.set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else state["torch_rng"])
+        cuda = state.get("cuda_rng_ranks") or []
+        if self.device.type == "cuda" and len(cuda) == self.world.size and cuda[self.world.rank] is not None:
+            torch.cuda.set_rng_state(cuda[self.world.rank], self.device)
         if not state.get("finished"):
             self.phase = self.make_phase(state["phase"])
             self.phase.optimizer.load_state_dict(state["optimizer"])
@@ -205,6 +208,7 @@ class _Run:
     def save_state(self, finished: bool = False) -> None:
         assert self.phase is not None
         rng_ranks = self.world.gather(torch.get_rng_state())  # each rank's dropout stream, for an exact resume
+        cuda_ranks = self.world.gather(torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
         if self.world.main:
             p = self.progress
             save_training_state(self.out, {
@@ -212,6 +216,7 @@ class _Run:
                 "optimizer": self.phase.optimizer.state_dict(), "scheduler": self.phase.scheduler.state_dict(),
                 "phase": self.phase.name, "step": p.step, "best": p.best, "best_step": p.best_step, "bad": p.bad,
                 "history": p.history, "torch_rng": rng_ranks[0], "torch_rng_ranks": rng_ranks,
+                "cuda_rng_ranks": cuda_ranks,
                 "finished": finished, "precision": "bf16" if self.bf16 else "fp32", "throughput": self.throughput(),
             })
         self.world.barrier()

@@ -115,3 +115,16 @@ def test_a_killed_distributed_run_resumes_to_the_same_weights(tmp_path, data, ti
     a, b = load_training_state(full)["model"], load_training_state(part)["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_flat_ranks_agree_when_one_shard_has_no_gold_turns(tmp_path, data, tiny_backbone, samples_dir):
+    """One gold dialogue in all: one rank's shard has none, re-uses the other's, and nothing hangs."""
+    out = tmp_path / "flat"
+    args = train_args(data, tiny_backbone, samples_dir, out)
+    args[args.index("streaming")] = "flat"
+    args += ["--gold-fraction", "0.1", "--batch-size", "4", "--max-tokens", "48"]
+    res = subprocess.run([*torchrun(), *args], env=env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    world = json.loads((out / "turnwise.json").read_text())["distributed"]
+    assert world["weight_sha256"][0] == world["weight_sha256"][1]
+    assert json.loads((out / "turnwise.json").read_text())["gold_dialogues"] == 1
