@@ -8,17 +8,24 @@
 #   6. serve it with the embedded window store       (turnwise serve)
 #   7. stream a held-out call over WebSocket, printing per-utterance scores (turnwise replay)
 #
-# samples/dialogues.jsonl: calls 1-48, then 49-92 (written later). Held out, never trained on:
+# samples/dialogues.jsonl: calls 1-48, then 49-108 (written later). Held out, never trained on:
 # validation 37-40 + 81-84 (early stopping), test 41-48 + 85-92 (the evaluation and the streamed call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TW=".venv/bin/turnwise"
 OUT="${RUNS:-runs}/demo"
-PORT="${DEMO_PORT:-8765}"
+# DEMO_PORT, else 8765 when it is free, else any free port (another server on 8765 must not answer for ours).
+PORT="${DEMO_PORT:-$(.venv/bin/python -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 8765))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')}"
 mkdir -p "$OUT"
 export TOKENIZERS_PARALLELISM=false
 
-sed -n '1,36p;49,80p' samples/dialogues.jsonl > "$OUT/train.jsonl"
+sed -n '1,36p;49,80p;93,108p' samples/dialogues.jsonl > "$OUT/train.jsonl"
 sed -n '37,40p;81,84p' samples/dialogues.jsonl > "$OUT/val.jsonl"
 sed -n '41,48p;85,92p' samples/dialogues.jsonl > "$OUT/test.jsonl"
 
@@ -30,7 +37,7 @@ echo "== 2/7 train: pairwise pretraining on teacher scores, then finetuning on g
 rm -rf "$OUT/checkpoint"
 $TW train --data "$OUT/train.jsonl" --val "$OUT/val.jsonl" --tasks samples/tasks.yaml \
   --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat \
-  --pretrain-steps 15 --finetune-epochs 8 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 \
+  --pretrain-steps 15 --finetune-epochs 7 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 \
   --select-metric macro_f1 --out "$OUT/checkpoint" > "$OUT/train-summary.json"
 
 echo "== 3/7 evaluate on 16 held-out calls"
@@ -48,11 +55,20 @@ echo "== 6/7 serve on 127.0.0.1:$PORT (embedded window store)"
 TURNWISE_BUNDLE="$OUT/bundle" $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  .venv/bin/python -c "import urllib.request,sys; urllib.request.urlopen(\"http://127.0.0.1:$PORT/readyz\", timeout=1)" 2>/dev/null && break
-  kill -0 $SERVER 2>/dev/null || { cat "$OUT/serve.log"; exit 1; }
+# Ready = /readyz answers with *this* bundle's version (not some other server on the port).
+ready() {
+  .venv/bin/python - "$PORT" "$OUT/bundle/bundle.json" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+ready = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1))
+sys.exit(ready["model"]["version"] != json.load(open(sys.argv[2]))["version"])
+PY
+}
+for _ in $(seq 1 240); do
+  kill -0 $SERVER 2>/dev/null || { cat "$OUT/serve.log"; echo "turnwise serve exited (port $PORT in use?)" >&2; exit 1; }
+  ready && break
   sleep 0.5
 done
+ready || { cat "$OUT/serve.log"; echo "the server on port $PORT did not get ready" >&2; exit 1; }
 
 echo "== 7/7 stream a held-out call over WebSocket"
 $TW replay --url "http://127.0.0.1:$PORT" --data "$OUT/test.jsonl" --ws --max-dialogues 1 --rate 0

@@ -26,7 +26,7 @@ def _ranges(script: str, out: str) -> set[int]:
 def test_every_turn_has_a_valid_gold_label_for_every_task():
     schema = load_tasks(REPO / "samples" / "tasks.yaml")
     dialogues = read_jsonl(REPO / "samples" / "dialogues.jsonl")
-    assert len(dialogues) == 92
+    assert len(dialogues) == 108
     for d in dialogues:
         assert d.turns and d.meta.get("source") == "sample" and d.meta.get("domain")
         for t in d.turns:
@@ -45,6 +45,6 @@ def test_the_demo_keeps_held_out_calls_held_out():
     script = (REPO / "scripts" / "demo.sh").read_text()
     train, val, test = (_ranges(script, s) for s in ("train", "val", "test"))
     assert not (train & val) and not (train & test) and not (val & test)
-    assert train | val | test == set(range(1, 93))
+    assert train | val | test == set(range(1, 109))
     assert set(range(41, 49)) <= test  # the original held-out calls stay held out
     assert len(test) == 16 and len(val) == 8
