@@ -112,7 +112,7 @@ RUN sed -n '1,36p;49,80p' samples/dialogues.jsonl > train.jsonl \
          --out scores.jsonl > /dev/null \
     && turnwise train --data train.jsonl --val val.jsonl --tasks samples/tasks.yaml --scores scores.jsonl \
          --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat --pretrain-steps 15 \
-         --finetune-epochs 8 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 --select-metric macro_f1 \
+         --finetune-epochs 7 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 --select-metric macro_f1 \
          --out checkpoint > /dev/null \
     && turnwise export --checkpoint checkpoint --out bundle --variants fp32 --name turnwise-demo
 

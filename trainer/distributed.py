@@ -97,5 +97,8 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def leave(world: World) -> None:
+    """Every rank reaches the end before the group is torn down: a rank that destroys it while another
+    still writes (rank 0 saves the meta) can leave the pair hanging at exit."""
     if world.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
