@@ -45,10 +45,11 @@ from bundle.manifest import (
 )
 from bundle.parity_record import first_failure
 from bundle.providers import check_choice, create_session
+from bundle.streaming import NEW_KV, StepRequest, kv_row_shape, split_outputs, step_feed
 from turnwise.names import TOKENIZER_JSON
 from turnwise.scoring import decode
 from turnwise.tasks import TaskSchema, parse_tasks
-from turnwise.window import WindowConfig, encode_windows, pad_batch
+from turnwise.window import WindowConfig, encode_windows, pad_batch, plan_spans, turn_token_ids
 
 __all__ = [
     "BundleError",
@@ -171,6 +172,12 @@ class LoadedBundle:
         self.output_names: list[str] = [o.name for o in session.get_outputs()]
         self._task_for_output = self._map_outputs()
         self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+        self.streaming = self.window.streaming
+        if self.streaming and NEW_KV not in self.output_names:
+            raise BundleError(f"{self.path}: a {self.window.format} bundle needs the step graph (output '{NEW_KV}'), "
+                              f"the {self.variant} graph has {self.output_names}")
+        arch = manifest.get("architecture") or {}
+        self.kv_shape: tuple[int, int, int] = kv_row_shape(arch) if self.streaming else (0, 0, 0)
 
     def _map_outputs(self) -> dict[str, str]:
         expected = {f"logits_{t}": t for t in self.schema.names()}
@@ -186,7 +193,21 @@ class LoadedBundle:
 
     def encode(self, windows: Sequence[Sequence[Any]]) -> list[list[int]]:
         """Token ids per window via the one window formatter (turns: mappings or speaker/text objects)."""
+        if self.streaming:
+            raise BundleError(f"{self.path}: a {self.window.format} bundle is run with step(), not on flat windows")
         return encode_windows(windows, self.tokenizer, self.window)
+
+    def step(self, requests: Sequence[StepRequest]) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Streaming bundles: run a batch of step requests; per request ({task: (turns, C)} logits at
+        each new turn's tag, its new keys/values (N, L, 2, hidden))."""
+        feed = step_feed(requests, self.kv_shape, self.pad_token_id)
+        got = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        logits = {task: got[name] for name, task in self._task_for_output.items()}
+        return split_outputs(requests, logits, got[NEW_KV])
+
+    def rebuild_request(self, turn_ids: Sequence[list[int]]) -> StepRequest:
+        """The one-pass request over a whole span (its turns' ids), nothing cached."""
+        return StepRequest([list(t) for t in turn_ids], np.zeros((0, *self.kv_shape), dtype=np.float32))
 
     def infer(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
         """Logits per task, (B, C_task) float32, for already-encoded sequences (padded here)."""
@@ -209,10 +230,23 @@ class LoadedBundle:
         """``[{"scores": {task: {label: p}}, "labels": {task: label}}]``, one per window."""
         if not windows:
             return []
+        if self.streaming:  # the newest turn, in the span the span rule gives it from the window's start
+            requests = []
+            for w in windows:
+                ids = turn_token_ids(list(w), self.tokenizer, self.window)
+                span = plan_spans([len(t) for t in ids], self.window)[-1]
+                requests.append(self.rebuild_request(ids[span.start :]))
+            outs = self.step(requests)
+            return decode(self.schema, {t: np.stack([lg[t][-1] for lg, _ in outs]) for t in self.schema.names()})
         return decode(self.schema, self.infer(self.encode(windows)))
 
     def warmup(self) -> None:
         """Run the smallest and the largest shapes once (allocations, TensorRT engine build/load)."""
+        if self.streaming:
+            tok = self.pad_token_id + 1
+            full = self.step([self.rebuild_request([[tok] * 16] * (self.window.max_context_tokens // 16))])
+            self.step([StepRequest([[tok] * 8], full[0][1][:-8])])
+            return
         cls = self.tokenizer.cls_token_id or 0
         sep = self.tokenizer.sep_token_id or 0
         body = [cls] + [self.pad_token_id + 1] * (self.window.max_tokens - 2) + [sep]
@@ -222,7 +256,8 @@ class LoadedBundle:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "variant": self.variant,
                 "file": self.manifest["variants"][self.variant], "providers": self.providers,
-                "window": self.window.to_dict(), "tasks": self.schema.names()}
+                "window": self.window.to_dict(), "tasks": self.schema.names(),
+                "graph": "step" if self.streaming else "window"}
 
     def __repr__(self) -> str:
         return f"LoadedBundle({self.name} {self.version}, variant={self.variant}, providers={self.providers})"
@@ -241,6 +276,9 @@ def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cp
     chosen = choose_variant(manifest, variant, provider_key)
     verify(root, manifest)
     check_parity_record(manifest, chosen, root)
+    if provider_key == "tensorrt" and WindowConfig.from_dict(manifest["window"]).streaming:
+        raise VariantUnavailableError(f"{root}: TensorRT profiles are built for flat windows; serve this "
+                                      "turn-causal (streaming) bundle with providers='cuda'")
     tok_info = manifest.get("tokenizer") or {}
     tokenizer = BundleTokenizer(root, tok_info)
     tokenizer.check(tok_info, root)
@@ -254,7 +292,7 @@ def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cp
         root / manifest["variants"][chosen],
         provider_key,
         input_names=list(io.get("inputs") or ("input_ids", "attention_mask", "token_type_ids")),
-        max_tokens=int(manifest["window"]["max_tokens"]),
+        max_tokens=int(manifest["window"].get("max_tokens") or manifest["window"].get("max_context_tokens") or 512),
         intra_op_threads=intra_op_threads,
         cache_dir=trt_cache,
         fp16=chosen == "fp16",  # TensorRT may pick fp16 kernels only for the variant whose parity allows them

@@ -36,6 +36,15 @@ def _metrics_section(metrics: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _window_line(window: dict[str, Any]) -> str:
+    if window.get("format") == "turn-causal-v1":
+        return (f"- Window: turn-causal spans of at most {window['max_context_tokens']} tokens (format "
+                f"`{window['format']}`), re-anchored to the last {window['reanchor_tokens']} tokens of turns "
+                "when a turn would overflow; ONNX graph: one step per turn over the cached keys/values")
+    return (f"- Window: last {window['max_turns']} turns, at most {window['max_tokens']} tokens, truncated "
+            f"from the left (format `{window['format']}`: `[sys]`/`[usr]` role tags, the scored turn last)")
+
+
 def render_card(manifest: dict[str, Any], meta: dict[str, Any]) -> str:
     train = meta.get("train_config") or {}
     teacher = meta.get("teacher")
@@ -46,12 +55,14 @@ def render_card(manifest: dict[str, Any], meta: dict[str, Any]) -> str:
         f"# {manifest['name']} {manifest['version']}",
         "",
         "Scores every utterance of a live conversation with the context up to it: "
-        "one head per task on the [CLS] state of a BERT-style encoder.",
+        + ("one head per task on the role-tag state of each turn of a turn-causal BERT-style encoder "
+           "(no token sees a later turn; the service caches each call's keys/values)."
+           if window.get("format") == "turn-causal-v1" else
+           "one head per task on the [CLS] state of a BERT-style encoder."),
         "",
         "## Model",
         f"- Backbone: `{manifest.get('backbone')}` ({_arch(manifest.get('architecture') or {})})",
-        f"- Window: last {window['max_turns']} turns, at most {window['max_tokens']} tokens, truncated "
-        f"from the left (format `{window['format']}`: `[sys]`/`[usr]` role tags, the scored turn last)",
+        _window_line(window),
         f"- Variants: {', '.join(f'`{v}` ({f})' for v, f in manifest['variants'].items())}",
         f"- Exported: {manifest.get('created_at')}",
         "",
@@ -86,8 +97,11 @@ def render_card(manifest: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += [
         "",
         "## Limits",
-        f"- Sees only the last {window['max_turns']} turns / {window['max_tokens']} tokens: "
-        "earlier context is invisible.",
+        (f"- Sees only the current span (at most {window['max_context_tokens']} tokens, at least "
+         f"{window['reanchor_tokens']} after a re-anchor): earlier context is invisible."
+         if window.get("format") == "turn-causal-v1" else
+         f"- Sees only the last {window['max_turns']} turns / {window['max_tokens']} tokens: "
+         "earlier context is invisible."),
         "- Trained on the data above only; English support-call style text. Expect lower accuracy on other "
         "domains, languages, or ASR transcripts with heavy errors.",
         "- Scores are model probabilities, not calibrated confidence unless the evaluation says so.",

@@ -198,6 +198,12 @@ def cpu_model() -> str:
 def record(variant: str, file: str, per_output: dict[str, dict[str, float]], tol: Tolerance,
            probes: ProbeSet, provider: str) -> dict[str, Any]:
     """The bundle.json parity entry for one variant (``passed`` from the tolerance, not assumed)."""
+    return record_with(variant, file, per_output, tol, probes.describe(), provider)
+
+
+def record_with(variant: str, file: str, per_output: dict[str, dict[str, float]], tol: Tolerance,
+                probe: dict[str, Any], provider: str) -> dict[str, Any]:
+    """:func:`record` for any probe set, given its description."""
     rec: dict[str, Any] = {
         "file": file,
         "outputs": per_output,
@@ -205,7 +211,7 @@ def record(variant: str, file: str, per_output: dict[str, dict[str, float]], tol
         "min_label_agreement": min(v["label_agreement"] for v in per_output.values()),
         "tolerance": tol.to_dict(),
         "measured_on": {"provider": provider, "device": device_description(provider)},
-        "probe": probes.describe(),
+        "probe": probe,
     }
     rec["passed"] = first_failure(rec) is None
     return rec
@@ -216,3 +222,22 @@ def check(variant: str, rec: dict[str, Any]) -> None:
     failure = first_failure(rec)
     if failure is not None:
         raise ParityError(variant, *failure)
+
+
+def parity_session(path: Path, variant: str) -> tuple[Any, str]:
+    """A session to measure ``variant`` on: CPU when it runs there (fp16 included), else CUDA."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    errors = []
+    candidates = ["CPUExecutionProvider"]
+    if variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        candidates.append("CUDAExecutionProvider")
+    for provider in candidates:
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=[provider]), provider
+        except Exception as err:  # onnxruntime raises its own untyped Fail / NotImplemented errors
+            errors.append(f"{provider}: {err}")
+    raise ExportError(f"cannot measure parity of variant '{variant}' ({path.name}): "
+                      "no provider here runs it: " + "; ".join(errors))

@@ -51,11 +51,13 @@ from export.parity import (
     compare,
     ort_runner,
     pad_id,
+    parity_session,
     record,
     run_probes,
     torch_runner,
 )
 from export.quantize import DEFAULT_LADDER, QUANTIZATION_FILE, QuantizationPreset, get_preset, quantize_int8
+from export.streaming_export import Shipped, ship_streaming
 from trainer.checkpoint import WEIGHTS_FILE, Checkpoint, load_checkpoint
 from turnwise.names import TOKENIZER_JSON
 from turnwise.tasks import save_tasks
@@ -80,6 +82,9 @@ class ExportOptions:
     # "optimized": ship the fused graph as fp32 (and quantize it); "raw": ship the traced graph.
     fp32_graph: str = "optimized"
     bench_results: Path | None = BENCH_RESULTS
+    # Variants that must pass parity (a failure stops the export). A variant not listed that fails is
+    # left out of the bundle and recorded under "rejected_variants"; the export fails only if none passes.
+    require: Sequence[str] = ()
 
 
 @dataclass
@@ -168,28 +173,9 @@ def _tokenizer_info(tokenizer: Any, files: list[str], pad: int) -> dict[str, Any
             "pad_token_id": pad, "check": {"texts": TOKENIZER_CHECK, "ids": [list(map(int, x)) for x in ids]}}
 
 
-def _parity_session(path: Path, variant: str) -> tuple[Any, str]:
-    """A session to measure ``variant`` on: CPU when it runs there (fp16 included), else CUDA."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    errors = []
-    candidates = ["CPUExecutionProvider"]
-    if variant == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
-        candidates.append("CUDAExecutionProvider")
-    for provider in candidates:
-        try:
-            return ort.InferenceSession(str(path), sess_options=so, providers=[provider]), provider
-        except Exception as err:  # onnxruntime raises its own untyped Fail / NotImplemented errors
-            errors.append(f"{provider}: {err}")
-    raise ExportError(f"cannot measure parity of variant '{variant}' ({path.name}): "
-                      "no provider here runs it: " + "; ".join(errors))
-
-
 def _prove(variant: str, path: Path, ckpt: Checkpoint, probes: ProbeSet, reference: dict, tol: Tolerance,
            pad: int) -> dict[str, Any]:
-    session, provider = _parity_session(path, variant)
+    session, provider = parity_session(path, variant)
     got = run_probes(probes, ort_runner(session), pad)
     rec = record(variant, path.name, compare(ckpt.schema, reference, got, output_name), tol, probes, provider)
     check(variant, rec)
@@ -220,26 +206,27 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
     else:
         ckpt_dir = Path(checkpoint)
         ckpt = load_checkpoint(ckpt_dir)
-    if ckpt.window.streaming:
-        raise ExportError(f"this checkpoint uses the streaming encoder ({ckpt.window.format}); its ONNX step graph "
-                          "is not exported yet: train with --encoder flat for a bundle the service can load")
+    require = parse_variants(opts.require) if opts.require else []
+    if [v for v in require if v not in variants]:
+        raise ExportError(f"required variant(s) {[v for v in require if v not in variants]} are not being exported")
     ckpt.model.eval()
     meta = ckpt.meta
     cfg = TurnwiseOnnxConfig(tasks=tuple(ckpt.schema.names()), opset=opts.opset or DEFAULT_OPSET)
-
-    say("building the probe set")
-    probes = build_probe_set(ckpt.tokenizer, ckpt.window, opts.probe_data, opts.max_probes)
     pad = pad_id(ckpt.tokenizer)
-    say(f"PyTorch reference logits on {len(probes.seqs)} probe windows")
-    reference = run_probes(probes, torch_runner(ckpt.model, cfg.output_names), pad)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="turnwise-export-") as scratch_s:
             scratch = Path(scratch_s)
-            manifest = _build(ckpt, ckpt_dir, meta, cfg, opts, ladder, variants, probes, reference, pad,
-                              scratch, staging, say)
+            arch = _architecture(ckpt)
+            if ckpt.window.streaming:
+                shipped = ship_streaming(ckpt, arch, _with_opset(opts, cfg.opset), ladder, variants, pad,
+                                         scratch, staging, say)
+            else:
+                shipped = _ship_flat(ckpt, arch, cfg, opts, ladder, variants, pad, scratch, staging, say)
+            _enforce(variants, shipped, require)
+            manifest = _manifest(ckpt, ckpt_dir, meta, cfg, opts, arch, shipped, pad, staging, say)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -248,14 +235,31 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out: str | Path, options:
     return ExportResult(path=out, manifest=manifest)
 
 
-def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: TurnwiseOnnxConfig,
-           opts: ExportOptions, ladder: list[QuantizationPreset], variants: list[str], probes: ProbeSet,
-           reference: dict, pad: int, scratch: Path, staging: Path, say: Progress) -> dict[str, Any]:
-    arch = _architecture(ckpt)
+def _with_opset(opts: ExportOptions, opset: int) -> ExportOptions:
+    from dataclasses import replace
+
+    return replace(opts, opset=opset)
+
+
+def _enforce(variants: list[str], shipped: Shipped, require: Sequence[str]) -> None:
+    """Raise the parity error of a required variant that failed, or of the last one if none passed."""
+    for variant in [*require, *variants]:
+        rej = shipped.rejected.get(variant)
+        if rej is not None and (variant in require or not shipped.parity):
+            raise ParityError(variant, rej["output"], rej["metric"], rej["value"], rej["tolerance"])
+
+
+def _ship_flat(ckpt: Checkpoint, arch: dict[str, Any], cfg: TurnwiseOnnxConfig, opts: ExportOptions,
+               ladder: list[QuantizationPreset], variants: list[str], pad: int, scratch: Path, staging: Path,
+               say: Progress) -> Shipped:
+    say("building the probe set")
+    probes = build_probe_set(ckpt.tokenizer, ckpt.window, opts.probe_data, opts.max_probes)
+    say(f"PyTorch reference logits on {len(probes.seqs)} probe windows")
+    reference = run_probes(probes, torch_runner(ckpt.model, cfg.output_names), pad)
     say(f"exporting ONNX (opset {cfg.opset})")
     raw = export_raw(ckpt.model, scratch / "model.raw.onnx", cfg)
-    graphs: dict[str, dict[str, Any]] = {}
-    parity: dict[str, dict[str, Any]] = {}
+    out = Shipped(io=cfg.io())
+    graphs, parity = out.graphs, out.parity
 
     fp32_src = raw
     raw_settings = {"tool": "torch.onnx.export", "dynamo": False, "opset": cfg.opset}
@@ -265,12 +269,20 @@ def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: T
         fp32_src = scratch / "model.opt.onnx"
         fp32_info = optimize_fp32(raw, fp32_src, num_heads=arch["num_heads"], hidden_size=arch["hidden_size"])
 
+    def reject(variant: str, err: ParityError) -> None:
+        (staging / VARIANT_FILES[variant]).unlink(missing_ok=True)
+        out.rejected[variant] = {"error": str(err), "output": err.output, "metric": err.metric,
+                                 "value": err.value, "tolerance": err.tolerance}
+
     if "fp32" in variants:
         dst = staging / VARIANT_FILES["fp32"]
         shutil.copyfile(fp32_src, dst)
         say("parity: fp32")
-        parity["fp32"] = _prove("fp32", dst, ckpt, probes, reference, opts.tolerances["fp32"], pad)
-        graphs["fp32"] = fp32_info.to_dict()
+        try:
+            parity["fp32"] = _prove("fp32", dst, ckpt, probes, reference, opts.tolerances["fp32"], pad)
+            graphs["fp32"] = fp32_info.to_dict()
+        except ParityError as err:
+            reject("fp32", err)
 
     if "int8" in variants:
         dst = staging / VARIANT_FILES["int8"]
@@ -286,7 +298,8 @@ def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: T
             except ParityError as err:
                 attempts.append({"preset": preset.name, "passed": False, "error": str(err)})
                 if i == len(ladder) - 1:
-                    raise
+                    reject("int8", err)
+                    (staging / QUANTIZATION_FILE).unlink(missing_ok=True)
                 continue
             attempts.append({"preset": preset.name, "passed": True})
             graphs["int8"] = {**info.to_dict(), "settings_file": QUANTIZATION_FILE, "attempts": attempts}
@@ -297,9 +310,19 @@ def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: T
         dst = staging / VARIANT_FILES["fp16"]
         info = convert_fp16(raw, dst)
         say("parity: fp16")
-        parity["fp16"] = _prove("fp16", dst, ckpt, probes, reference, opts.tolerances["fp16"], pad)
-        graphs["fp16"] = info.to_dict()
+        try:
+            parity["fp16"] = _prove("fp16", dst, ckpt, probes, reference, opts.tolerances["fp16"], pad)
+            graphs["fp16"] = info.to_dict()
+        except ParityError as err:
+            reject("fp16", err)
+    return out
 
+
+def _manifest(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: TurnwiseOnnxConfig,
+              opts: ExportOptions, arch: dict[str, Any], shipped: Shipped, pad: int, staging: Path,
+              say: Progress) -> dict[str, Any]:
+    variants = list(shipped.parity)
+    graphs, parity = shipped.graphs, shipped.parity
     say("writing tokenizer, schema, card and manifest")
     written = ckpt.tokenizer.save_pretrained(str(staging))
     tok_files = sorted({Path(p).name for p in written if (staging / Path(p).name).is_file()})
@@ -327,8 +350,9 @@ def _build(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg: T
         "sha256": {},  # set by write_manifest
         "preferred_variant": preferred,
         "preferred_variant_source": preferred_source,
-        "io": cfg.io(),
+        "io": shipped.io,
         "graphs": graphs,
+        "rejected_variants": shipped.rejected,
         "tokenizer": _tokenizer_info(ckpt.tokenizer, tok_files, pad),
         "architecture": arch,
         "card": CARD,

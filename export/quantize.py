@@ -97,12 +97,15 @@ def excluded_nodes(model_path: Path, preset: QuantizationPreset, *, head_outputs
     """
     proto = onnx.load(str(model_path), load_external_data=False)
     shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    producer = {out: node for node in proto.graph.node for out in node.output}
     names: list[str] = []
     for node in proto.graph.node:
         if preset.keep_heads_fp32 and set(node.output) & set(head_outputs):
             names.append(node.name)
             if node.op_type == "Gemm":
                 names.append(f"{node.name}_MatMul")
+            # A head over (B, N, H) states (the streaming step graph) is exported as MatMul + Add.
+            names += [producer[i].name for i in node.input if i in producer and producer[i].op_type == "MatMul"]
         if (preset.keep_ffn_output_fp32 and ffn_output_shape is not None and node.op_type == "MatMul"
                 and len(node.input) > 1 and shapes.get(node.input[1]) == tuple(ffn_output_shape)):
             names.append(node.name)
