@@ -93,6 +93,9 @@ class StepRequest:
     def n_new(self) -> int:
         return sum(len(t) for t in self.turns)
 
+    def __len__(self) -> int:  # what a micro-batch's token budget counts: the new tokens
+        return self.n_new
+
     def tag_positions(self) -> np.ndarray:
         """Index of each new turn's tag token among the new tokens."""
         return np.concatenate([[0], np.cumsum([len(t) for t in self.turns])[:-1]]).astype(np.int64)

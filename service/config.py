@@ -73,6 +73,18 @@ class Settings(BaseSettings):
         description="A batch runs as several model calls over groups of similar length, each padding at most "
         "this fraction of its tokens (on CPU padded tokens cost as much as real ones); 1 = one padded call.",
     )
+    state_cache_mb: float = Field(
+        512.0,
+        gt=0,
+        description="Streaming bundles: memory for the cached keys/values of live calls (LRU, in MiB). A call "
+        "whose state was evicted is rebuilt from its stored window in one pass, with the same scores.",
+    )
+    stream_batch_size: int = Field(
+        1,
+        ge=1,
+        description="Streaming bundles: most incremental steps of different calls in one model call (their "
+        "caches are padded to the longest and masked). 1 = one call per step (measured faster on 2 CPU cores).",
+    )
     max_queue: int = Field(
         256, ge=1, description="Requests admitted into the serving path at once; beyond it answer 429."
     )

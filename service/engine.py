@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bundle.loader import BundleError, LoadedBundle, load_bundle
+from bundle.streaming import StepRequest
 from service.errors import ErrorKind, ServiceError
 from turnwise.errors import TurnwiseError
 from turnwise.names import BUNDLE_MANIFEST
 from turnwise.scoring import decode
-from turnwise.window import encode_windows
+from turnwise.window import encode_windows, turn_token_ids
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -156,7 +157,10 @@ class Engine:
             warmup=True,
             intra_op_threads=self.settings.intra_op_threads,
         )
-        rows = self.compute(bundle, bundle.encode([PROBE_WINDOW, PROBE_WINDOW[-1:]]), record=False)
+        if bundle.streaming:
+            rows = bundle.predict([PROBE_WINDOW, PROBE_WINDOW[-1:]])
+        else:
+            rows = self.compute(bundle, bundle.encode([PROBE_WINDOW, PROBE_WINDOW[-1:]]), record=False)
         for task, probs in rows[0]["scores"].items():
             if not probs or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.values()):
                 raise ServiceError(
@@ -238,17 +242,52 @@ class Engine:
             raise ServiceError(ErrorKind.model_unavailable, "model not loaded yet")
         return self._bundle
 
-    def encode(self, bundle: LoadedBundle, windows: Sequence[Sequence[Any]]) -> list[list[int]]:
-        """Token ids per window: the one window formatter, with the bundle's tokenizer behind a turn cache."""
+    def _tokenizer(self, bundle: LoadedBundle) -> CachedTokenizer:
         tok = self._tokenizers.get(bundle)
         if tok is None:
             tok = self._tokenizers[bundle] = CachedTokenizer(bundle.tokenizer)
-        hits, misses = tok.hits, tok.misses
-        ids = encode_windows(windows, tok, bundle.window)
+        return tok
+
+    def _count_tokens(self, tok: CachedTokenizer, hits: int, misses: int) -> None:
         if self.metrics is not None:
             self.metrics.token_cache.labels(result="hit").inc(tok.hits - hits)
             self.metrics.token_cache.labels(result="miss").inc(tok.misses - misses)
+
+    def encode(self, bundle: LoadedBundle, windows: Sequence[Sequence[Any]]) -> list[list[int]]:
+        """Token ids per window: the one window formatter, with the bundle's tokenizer behind a turn cache."""
+        tok = self._tokenizer(bundle)
+        hits, misses = tok.hits, tok.misses
+        ids = encode_windows(windows, tok, bundle.window)
+        self._count_tokens(tok, hits, misses)
         return ids
+
+    def turn_ids(self, bundle: LoadedBundle, turns: Sequence[Any]) -> list[list[int]]:
+        """Streaming bundles: each turn's ids in the turn-causal format, through the same turn cache."""
+        tok = self._tokenizer(bundle)
+        hits, misses = tok.hits, tok.misses
+        ids = turn_token_ids(list(turns), tok, bundle.window)
+        self._count_tokens(tok, hits, misses)
+        return ids
+
+    def compute_steps(self, bundle: LoadedBundle, requests: Sequence[StepRequest]) -> list[Any]:
+        """Streaming bundles: a batch of step requests -> per request (logits, new keys/values).
+
+        Rebuilds (a whole span over nothing) run one per call; incremental steps run in groups of
+        similar cached length of at most ``stream_batch_size`` (padding the past costs a copy of every
+        cache in the group and attention over the padding).
+        """
+        out: list[Any] = [None] * len(requests)
+        steps = [i for i, r in enumerate(requests) if len(r.past)]
+        calls = [[i] for i, r in enumerate(requests) if not len(r.past)]
+        for group in length_groups([len(requests[i].past) for i in steps], self.settings.batch_padding_waste):
+            members = [steps[g] for g in group]
+            size = self.settings.stream_batch_size
+            calls += [members[k : k + size] for k in range(0, len(members), size)]
+        for call in calls:
+            if call:
+                for i, res in zip(call, bundle.step([requests[i] for i in call]), strict=True):
+                    out[i] = res
+        return out
 
     def compute(self, bundle: LoadedBundle, seqs: list[list[int]], *, record: bool = True) -> list[dict[str, Any]]:
         """A batch of token-id sequences -> one decoded row per sequence, in input order.
@@ -256,6 +295,8 @@ class Engine:
         The batch runs as a few model calls over length groups (see :func:`length_groups`): on CPU a
         padded token costs as much as a real one, and windows range from one short turn to max_tokens.
         """
+        if bundle.streaming:
+            return self.compute_steps(bundle, seqs)  # type: ignore[arg-type]  # StepRequests ride the batcher
         groups = length_groups([len(s) for s in seqs], self.settings.batch_padding_waste)
         parts = [(group, bundle.infer([seqs[i] for i in group])) for group in groups]
         if record and self.metrics is not None:

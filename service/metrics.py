@@ -130,6 +130,29 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+        self.state_cache = Counter(
+            PREFIX + "state_cache_lookups_total",
+            "Streaming bundles: lookups of a call's cached keys/values, by result (hit, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.stream_steps = Counter(
+            PREFIX + "stream_steps_total",
+            "Streaming bundles: turns scored, by mode: incremental (the new turn over the cache), rebuilt "
+            "(the span in one pass: a miss, a re-anchor) or cached (a duplicate retry).",
+            ["mode"],
+            registry=r,
+        )
+        self.state_cache_evictions = Counter(
+            PREFIX + "state_cache_evictions_total", "Streaming bundles: call states evicted (LRU, byte budget).",
+            registry=r,
+        )
+        self.state_cache_bytes = Gauge(
+            PREFIX + "state_cache_bytes", "Streaming bundles: bytes of cached keys/values held.", registry=r
+        )
+        self.state_cache_entries = Gauge(
+            PREFIX + "state_cache_entries", "Streaming bundles: calls with cached keys/values.", registry=r
+        )
         self.queue_depth = Gauge(PREFIX + "queue_depth", "Requests waiting for a batch.", registry=r)
         self.inflight = Gauge(PREFIX + "inflight_requests", "Requests admitted into the serving path.", registry=r)
         self.expired = Counter(
@@ -172,6 +195,9 @@ class Metrics:
             self.reloads.labels(result=result)
         for result in ("hit", "miss"):
             self.token_cache.labels(result=result)
+            self.state_cache.labels(result=result)
+        for mode in ("incremental", "rebuilt", "cached"):
+            self.stream_steps.labels(mode=mode)
 
     def count(self, endpoint: str | None, outcome: str) -> None:
         """One answered request (``endpoint`` None: a probe, not counted)."""

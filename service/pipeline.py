@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from service.errors import ErrorKind, ServiceError
 from service.logs import bound_dialogue
 from service.schemas import FeedbackIn, ScoreIn
+from service.streaming import StreamScorer
 from service.tracing import Tracing, now_ns
 from turnwise.tasks import TaskType
 from turnwise.window import windows_of
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from service.store.base import WindowStore
 
 log = logging.getLogger("turnwise.service")
+STEP_MODES = ("incremental", "rebuilt", "cached")  # streaming bundles: how the turn's model time was spent
 
 
 def _ms(since: float) -> float:
@@ -47,6 +49,7 @@ class Pipeline:
         self.batcher = batcher
         self.metrics = metrics
         self.budget_s = settings.latency_budget_ms / 1000.0
+        self.streams = StreamScorer(engine, batcher, int(settings.state_cache_mb * 2**20), metrics)
 
     def check_text(self, text: str) -> None:
         if len(text) > self.settings.max_text_chars:
@@ -101,7 +104,7 @@ class Pipeline:
                 try:
                     with self.tracing.span("store.append"):
                         appended = await self.store.append(
-                            dialogue_id, seq, speaker, text, max_turns=bundle.window.max_turns
+                            dialogue_id, seq, speaker, text, max_turns=bundle.window.store_turns
                         )
                 finally:
                     if on_appended is not None:
@@ -112,12 +115,20 @@ class Pipeline:
                     timings = {"store": store_ms, "total": _ms(started)}
                     self._observe(endpoint, "duplicate", timings)
                     return {**appended.result, "timings_ms": timings}
-                t = time.perf_counter()
-                with self.tracing.span("tokenize"):
-                    ids = self.engine.encode(bundle, [appended.window])[0]
-                tokenize_ms = _ms(t)
                 submitted = now_ns()
-                row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
+                anchor: int | None = None
+                if bundle.streaming:
+                    row, batch_timings, anchor, window_turns = await self.streams.score_turn(
+                        bundle, dialogue_id, appended.window, appended.anchor, deadline)
+                    tokenize_ms = batch_timings.pop("tokenize")
+                else:
+                    t = time.perf_counter()
+                    with self.tracing.span("tokenize"):
+                        ids = self.engine.encode(bundle, [appended.window])[0]
+                    tokenize_ms = _ms(t)
+                    submitted = now_ns()
+                    row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
+                    window_turns = len(appended.window)
                 self.tracing.record_batch(submitted, batch_timings)
                 body = {
                     "dialogue_id": dialogue_id,
@@ -125,11 +136,12 @@ class Pipeline:
                     "scores": row["scores"],
                     "labels": row["labels"],
                     "model": {"name": str(bundle.name), "version": str(bundle.version)},
-                    "window_turns": len(appended.window),
+                    "window_turns": window_turns,
                 }
                 t = time.perf_counter()
                 with self.tracing.span("store.set_result"):
-                    await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}")
+                    await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}",
+                                                anchor=anchor)
                 store_ms += _ms(t)
         finally:
             if on_appended is not None:
@@ -139,6 +151,7 @@ class Pipeline:
             "tokenize": tokenize_ms,
             "queue": batch_timings["queue"],
             "inference": batch_timings["inference"],
+            **{m: batch_timings[m] for m in STEP_MODES if m in batch_timings},
             "total": _ms(started),
         }
         self._observe(endpoint, "scored", timings)
@@ -157,6 +170,8 @@ class Pipeline:
         for turn in req.turns:
             self.check_text(turn.text)
         bundle = self.engine.current
+        if bundle.streaming:
+            return await self._score_streaming(bundle, req, started, deadline)
         windows = windows_of(req.turns, bundle.window) if req.all else [req.turns]
         with self.tracing.span("score", {"turnwise.endpoint": "score", "turnwise.windows": len(windows)}), \
                 self.batcher.admit(weight=len(windows)):
@@ -196,6 +211,26 @@ class Pipeline:
             }
         return {**outs[-1], "timings_ms": timings}
 
+    async def _score_streaming(self, bundle: Any, req: ScoreIn, started: float, deadline: float) -> dict[str, Any]:
+        """/v1/score with a streaming bundle: one pass per span (the last span only without ``all``)."""
+        n_spans = len(req.turns) if req.all else 1  # admission weight: at most one pass per turn
+        with self.tracing.span("score", {"turnwise.endpoint": "score"}), self.batcher.admit(weight=n_spans):
+            t = time.perf_counter()
+            rows = await self.streams.score_dialogue(bundle, req.turns, deadline, every=req.all)
+            model_ms = _ms(t)
+        model = {"name": str(bundle.name), "version": str(bundle.version)}
+        timings = {"inference": model_ms, "total": _ms(started)}
+        self._observe("score", "scored", timings)
+        outs = []
+        for row, span_turns in rows:
+            self.metrics.observe_labels(row["labels"])
+            outs.append({"scores": row["scores"], "labels": row["labels"], "model": model,
+                         "window_turns": span_turns})
+        if req.all:
+            return {"turns": [{k: v for k, v in o.items() if k != "model"} for o in outs], "model": model,
+                    "timings_ms": timings}
+        return {**outs[-1], "timings_ms": timings}
+
     async def dialogue(self, dialogue_id: str) -> dict[str, Any]:
         state = await self.store.get(dialogue_id)
         if state is None:
@@ -212,6 +247,7 @@ class Pipeline:
 
     async def end(self, dialogue_id: str) -> None:
         await self.store.delete(dialogue_id)
+        self.streams.forget(dialogue_id)
 
     async def feedback(self, fb: FeedbackIn) -> tuple[str, bool]:
         """Append the feedback to the stream; returns (entry id, whether the turn's window was attached)."""

@@ -39,7 +39,7 @@ def turns_key(prefix: str, dialogue_id: str) -> str:
 
 
 def meta_key(prefix: str, dialogue_id: str) -> str:
-    """HASH last_seq, last_hash, result (JSON), model."""
+    """HASH last_seq, last_hash, result (JSON), model; anchor (streaming bundles: the span's first seq)."""
     return f"{prefix}{{{dialogue_id}}}:meta"
 
 

@@ -74,6 +74,13 @@ class WindowConfig:
     def streaming(self) -> bool:
         return self.format == STREAMING_FORMAT
 
+    @property
+    def store_turns(self) -> int:
+        """Most turns a window store keeps: ``max_turns`` for a flat window; for a turn-causal one the
+        span anchor trims the window and this is only a cap (a turn is at least its tag token, so no
+        span holds more than ``max_context_tokens`` turns)."""
+        return self.max_context_tokens if self.streaming else self.max_turns
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: d[k] for k in (_STREAMING_KEYS if self.streaming else _FLAT_KEYS)}

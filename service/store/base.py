@@ -4,7 +4,9 @@ A dialogue's state is its rolling window (the last ``max_turns`` turns, oldest f
 record: ``last_seq``, the digest of the last turn (:func:`turnwise.names.turn_digest` of speaker +
 text) and the last result. :meth:`WindowStore.append` is atomic and idempotent on ``(dialogue_id, seq)``:
 
-- ``seq > last_seq`` (or a new dialogue): append, trim to ``max_turns``, refresh the TTL -> "appended";
+- ``seq > last_seq`` (or a new dialogue): append, trim to ``max_turns``, refresh the TTL -> "appended"
+  (a streaming bundle's window is trimmed by its span anchor, see :meth:`WindowStore.set_result`;
+  ``max_turns`` is then only a cap);
 - ``seq == last_seq`` and the same speaker and text: nothing is added -> "duplicate" (with the stored
   result when the first request finished);
 - ``seq == last_seq`` with other text, or ``seq < last_seq``: :class:`StoreError` ``conflict``.
@@ -34,6 +36,7 @@ class AppendResult:
     status: Literal["appended", "duplicate"]
     window: list[StoredTurn]  # oldest first; the last one is the turn at ``seq``
     result: dict[str, Any] | None = None  # the stored result of a duplicate, when there is one
+    anchor: int | None = None  # streaming bundles: seq of the current span's first turn, when recorded
 
 
 @dataclass
@@ -55,8 +58,13 @@ class WindowStore(ABC):
         """Atomic append + dedupe + trim + TTL refresh; see the module docstring."""
 
     @abstractmethod
-    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
-        """Store the result of ``seq`` if it is still the last turn (a later turn's result wins)."""
+    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
+                         anchor: int | None = None) -> bool:
+        """Store the result of ``seq`` if it is still the last turn (a later turn's result wins).
+
+        ``anchor`` (streaming bundles): the seq of the first turn of the span that scored ``seq``. It is
+        recorded whatever the result's fate (the later of the stored and the given one wins) and the
+        window drops its turns before it: a streaming window holds exactly the turns of its span."""
 
     @abstractmethod
     async def get(self, dialogue_id: str) -> DialogueState | None:

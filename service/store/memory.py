@@ -27,6 +27,7 @@ class _Entry:
     expires_at: float
     result: dict[str, Any] | None = None
     model: str | None = None
+    anchor: int | None = None
 
 
 class MemoryStore(WindowStore):
@@ -65,7 +66,7 @@ class MemoryStore(WindowStore):
                 if digest != entry.last_hash:
                     raise seq_conflict(dialogue_id, seq, entry.last_seq, stale=False)
                 entry.expires_at = now + self.ttl_s
-                return AppendResult("duplicate", list(entry.turns), entry.result)
+                return AppendResult("duplicate", list(entry.turns), entry.result, entry.anchor)
         turn = StoredTurn(seq, speaker, text)
         if entry is None:
             entry = _Entry(turns=deque(maxlen=max_turns), last_seq=seq, last_hash=digest, expires_at=0.0)
@@ -76,10 +77,15 @@ class MemoryStore(WindowStore):
         entry.last_seq, entry.last_hash = seq, digest
         entry.result, entry.model = None, None
         entry.expires_at = now + self.ttl_s
-        return AppendResult("appended", list(entry.turns))
+        return AppendResult("appended", list(entry.turns), None, entry.anchor)
 
-    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
+    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
+                         anchor: int | None = None) -> bool:
         entry = self._live(dialogue_id, time.monotonic())
+        if entry is not None and anchor is not None:
+            entry.anchor = anchor if entry.anchor is None else max(entry.anchor, anchor)
+            while entry.turns and entry.turns[0].seq < entry.anchor:
+                entry.turns.popleft()
         if entry is None or entry.last_seq != seq:
             return False
         entry.result, entry.model = result, model

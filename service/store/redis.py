@@ -6,7 +6,8 @@ dialogue's keys share one Redis Cluster slot (``dialogue_id`` cannot hold braces
 ``[A-Za-z0-9._:-]``)::
 
     <prefix>{<dialogue_id>}:turns   LIST of turn JSON {"seq", "speaker", "text"}, trimmed to max_turns
-    <prefix>{<dialogue_id>}:meta    HASH last_seq, last_hash (turn digest), result (JSON), model
+    <prefix>{<dialogue_id>}:meta    HASH last_seq, last_hash (turn digest), result (JSON), model,
+                                    anchor (streaming bundles: seq of the current span's first turn)
     <prefix>feedback                STREAM, XADD MAXLEN ~ feedback_maxlen
 
 Append + dedupe + trim + expire run in one Lua script (:data:`APPEND_LUA`), so a crash or a lost
@@ -34,19 +35,21 @@ from turnwise import names
 T = TypeVar("T")
 
 # KEYS: turns, meta. ARGV: seq, turn digest, turn JSON, max_turns, ttl_s.
-# -> {status, last_seq, result JSON or "", window LIST}; status in appended|duplicate|stale|conflict.
+# -> {status, last_seq, result JSON or "", window LIST, anchor or ""};
+# status in appended|duplicate|stale|conflict.
 APPEND_LUA = """
 local seq = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[5])
-local meta = redis.call('HMGET', KEYS[2], 'last_seq', 'last_hash', 'result')
+local meta = redis.call('HMGET', KEYS[2], 'last_seq', 'last_hash', 'result', 'anchor')
+local anchor = meta[4] or ''
 if meta[1] then
   local last = tonumber(meta[1])
-  if seq < last then return {'stale', meta[1], '', {}} end
+  if seq < last then return {'stale', meta[1], '', {}, anchor} end
   if seq == last then
-    if meta[2] ~= ARGV[2] then return {'conflict', meta[1], '', {}} end
+    if meta[2] ~= ARGV[2] then return {'conflict', meta[1], '', {}, anchor} end
     redis.call('EXPIRE', KEYS[1], ttl)
     redis.call('EXPIRE', KEYS[2], ttl)
-    return {'duplicate', meta[1], meta[3] or '', redis.call('LRANGE', KEYS[1], 0, -1)}
+    return {'duplicate', meta[1], meta[3] or '', redis.call('LRANGE', KEYS[1], 0, -1), anchor}
   end
 end
 redis.call('RPUSH', KEYS[1], ARGV[3])
@@ -55,11 +58,24 @@ redis.call('HSET', KEYS[2], 'last_seq', ARGV[1], 'last_hash', ARGV[2])
 redis.call('HDEL', KEYS[2], 'result', 'model')
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1)}
+return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1), anchor}
 """
 
-# KEYS: meta. ARGV: seq, result JSON, model, ttl_s. Writes only while seq is still the last turn.
+# KEYS: meta, turns. ARGV: seq, result JSON, model, ttl_s, anchor or "". The result is written only
+# while seq is still the last turn; the anchor (streaming bundles) always, the later one winning, and
+# the window drops the turns before it.
 SET_RESULT_LUA = """
+if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
+  local anchor = tonumber(ARGV[5])
+  local old = tonumber(redis.call('HGET', KEYS[1], 'anchor') or '-1')
+  if old > anchor then anchor = old end
+  redis.call('HSET', KEYS[1], 'anchor', anchor)
+  while true do
+    local head = redis.call('LINDEX', KEYS[2], 0)
+    if not head or tonumber(cjson.decode(head)['seq']) >= anchor then break end
+    redis.call('LPOP', KEYS[2])
+  end
+end
 local last = redis.call('HGET', KEYS[1], 'last_seq')
 if last and tonumber(last) == tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'result', ARGV[2], 'model', ARGV[3])
@@ -123,19 +139,20 @@ class RedisStore(WindowStore):
         turn = StoredTurn(seq, speaker, text)
         keys = [self.turns_key(dialogue_id), self.meta_key(dialogue_id)]
         args: list[str | int] = [seq, names.turn_digest(speaker, text), turn.to_json(), max_turns, self.ttl_s]
-        status, last, result, raw_window = await self._call(lambda: self._append(keys=keys, args=args))
+        status, last, result, raw_window, anchor = await self._call(lambda: self._append(keys=keys, args=args))
         if status == "stale":
             raise seq_conflict(dialogue_id, seq, int(last), stale=True)
         if status == "conflict":
             raise seq_conflict(dialogue_id, seq, int(last), stale=False)
         window = [StoredTurn.from_json(raw) for raw in raw_window]
-        return AppendResult(status, window, json.loads(result) if result else None)
+        return AppendResult(status, window, json.loads(result) if result else None, int(anchor) if anchor else None)
 
-    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str) -> bool:
+    async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
+                         anchor: int | None = None) -> bool:
         payload = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-        done = await self._call(
-            lambda: self._set_result(keys=[self.meta_key(dialogue_id)], args=[seq, payload, model, self.ttl_s])
-        )
+        keys = [self.meta_key(dialogue_id), self.turns_key(dialogue_id)]
+        args = [seq, payload, model, self.ttl_s, "" if anchor is None else anchor]
+        done = await self._call(lambda: self._set_result(keys=keys, args=args))
         return bool(done)
 
     async def get(self, dialogue_id: str) -> DialogueState | None:
