@@ -1,6 +1,7 @@
 """Load generator for the service benchmark: live calls replayed against a server, in its own process.
 
-Every call is a sample dialogue under a fresh id; a call sends its next turn only after the previous
+Every call is a sample dialogue under a fresh id (or, with ``--call-turns N``, N turns of sample
+dialogues joined end to end: a long support call); a call sends its next turn only after the previous
 one was answered (a live call never has two turns of one dialogue in flight).
 
 - ``one-stream``: one call at a time, each turn sent as soon as the previous answer arrived: the
@@ -59,11 +60,32 @@ def proc_cpu(pid: int | None) -> dict[str, float]:
     return {"main": main, "other": other}
 
 
-class Calls:
-    """Turns of sample dialogues played as calls with unique ids."""
+def call_scripts(data: Path, call_turns: int = 0) -> list[list[tuple[str, str]]]:
+    """The calls a load generator plays: (speaker, text) per turn.
 
-    def __init__(self, data: Path, prefix: str):
-        self.dialogues = [[(t.speaker, t.text) for t in d.turns] for d in read_jsonl(data)]
+    ``call_turns`` 0: each sample dialogue as it is (8-13 turns). Otherwise each call is ``call_turns``
+    turns long, the sample dialogues joined end to end from a different starting dialogue per call (a
+    long support call that goes through several issues): one call per sample dialogue.
+    """
+    dialogues = [[(t.speaker, t.text) for t in d.turns] for d in read_jsonl(data)]
+    if call_turns <= 0:
+        return dialogues
+    calls = []
+    for first in range(len(dialogues)):
+        turns: list[tuple[str, str]] = []
+        k = first
+        while len(turns) < call_turns:
+            turns.extend(dialogues[k % len(dialogues)])
+            k += 1
+        calls.append(turns[:call_turns])
+    return calls
+
+
+class Calls:
+    """Turns of sample dialogues played as calls with unique ids (``call_turns``: see :func:`call_scripts`)."""
+
+    def __init__(self, data: Path, prefix: str, call_turns: int = 0):
+        self.dialogues = call_scripts(data, call_turns)
         self.prefix = prefix
         self.started = 0
 
@@ -81,6 +103,7 @@ class Client:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
         self.retries = 0
+        self.timings: list[dict[str, float]] | None = None  # when a list: timings_ms of every answered turn
         self.http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=10.0, limits=limits)
 
     async def send(self, call: dict[str, Any]) -> int:
@@ -99,6 +122,8 @@ class Client:
                 )
                 reply = json.loads(await asyncio.wait_for(call["ws"].recv(), 10.0))
                 status = 200 if reply.get("type") == "scores" else {"overloaded": 429}.get(reply.get("code"), 500)
+                if status == 200 and self.timings is not None:
+                    self.timings.append(reply.get("timings_ms") or {})
             else:
                 body = {"seq": seq, "speaker": speaker, "text": text}
                 try:
@@ -109,6 +134,8 @@ class Client:
                     self.retries += 1
                     r = await self.http.post(f"/v1/dialogues/{call['id']}/turns", json=body)
                 status = r.status_code
+                if status == 200 and self.timings is not None:
+                    self.timings.append(r.json().get("timings_ms") or {})
         except (httpx.HTTPError, OSError, asyncio.TimeoutError, WebSocketException):
             status = 0
         call["next"] += 1
@@ -142,6 +169,21 @@ def summarize(latencies: list[float], statuses: Counter, duration: float) -> dic
     }
 
 
+STEP_MODES = ("incremental", "rebuilt", "cached")
+
+
+def model_times(timings: list[dict[str, float]]) -> dict[str, Any]:
+    """Per turn kind, the server's model time (``timings_ms``): streaming bundles report each turn under
+    its step mode (incremental / rebuilt / cached), flat ones only ``inference``."""
+    out: dict[str, Any] = {}
+    for mode in (*STEP_MODES, "inference"):
+        ms = [t[mode] for t in timings if mode in t and (mode != "inference" or not any(m in t for m in STEP_MODES))]
+        if ms:
+            out[mode] = {"turns": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 3),
+                         "p90_ms": round(float(np.percentile(ms, 90)), 3), "mean_ms": round(float(np.mean(ms)), 3)}
+    return out
+
+
 async def one_stream(client: Client, calls: Calls, n_turns: int, warmup: int) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: Counter = Counter()
@@ -157,12 +199,16 @@ async def one_stream(client: Client, calls: Calls, n_turns: int, warmup: int) ->
         if done >= warmup:
             if done == warmup:
                 t_start = time.perf_counter()
+                client.timings = []
             statuses[status] += 1
             if status == 200:
                 latencies.append((time.perf_counter() - t0) * 1000)
         done += 1
     await client.finish(call)
-    return summarize(latencies, statuses, time.perf_counter() - t_start)
+    result = summarize(latencies, statuses, time.perf_counter() - t_start)
+    result["model_ms"] = model_times(client.timings or [])
+    client.timings = None
+    return result
 
 
 async def open_loop(client: Client, calls: Calls, rate: float, duration: float, seed: int) -> dict[str, Any]:
@@ -231,8 +277,8 @@ async def server_stage_sums(client: Client, url: str | None) -> dict[str, float]
     text = (await client.http.get(url)).text
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(("turnwise_stage_duration_seconds_sum", "turnwise_stage_duration_seconds_count",
-                            "turnwise_batch_size_")):
+        if line.startswith(("turnwise_stage_duration_seconds_", "turnwise_batch_size_", "turnwise_stream_steps_total",
+                            "turnwise_state_cache_evictions_total")):
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
@@ -247,6 +293,12 @@ def stage_means(before: dict[str, float], after: dict[str, float]) -> dict[str, 
             out[f"{stage}_ms_mean"] = round(1000 * d[f'turnwise_stage_duration_seconds_sum{{stage="{stage}"}}'] / n, 2)
     if d.get("turnwise_batch_size_count"):
         out["batch_size_mean"] = round(d["turnwise_batch_size_sum"] / d["turnwise_batch_size_count"], 2)
+    for mode in STEP_MODES:  # streaming bundles: turns by step mode, and call states evicted
+        n = d.get(f'turnwise_stream_steps_total{{mode="{mode}"}}')
+        if n:
+            out[f"steps_{mode}"] = int(n)
+    if d.get("turnwise_state_cache_evictions_total"):
+        out["state_evictions"] = int(d["turnwise_state_cache_evictions_total"])
     return out
 
 
@@ -294,20 +346,15 @@ async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     client = Client(args.url, args.ws, args.api_key)
-    calls = Calls(args.data, prefix=f"{args.prefix}-{os.getpid()}")
+    calls = Calls(args.data, prefix=f"{args.prefix}-{os.getpid()}", call_turns=args.call_turns)
     try:
-        out: dict[str, Any] = {"transport": "ws" if args.ws else "rest"}
+        out: dict[str, Any] = {"transport": "ws" if args.ws else "rest",
+                               "turns_per_call": sorted({len(c) for c in calls.dialogues})}
         if args.mode in ("one-stream", "both"):
             out["one_stream"] = await one_stream(client, calls, args.turns, args.warmup)
-            print(
-                json.dumps(
-                    {
-                        "one_stream_p50_ms": round(out["one_stream"]["p50_ms"], 2),
-                        "p99_ms": round(out["one_stream"]["p99_ms"], 2),
-                    }
-                ),
-                flush=True,
-            )
+            one = out["one_stream"]
+            print(json.dumps({"one_stream_p50_ms": round(one["p50_ms"], 2), "p99_ms": round(one["p99_ms"], 2),
+                              "model_ms": one["model_ms"]}), flush=True)
         if args.mode in ("sweep", "both"):
             if args.start_rate <= 0:  # start at about half of what one stream's latency suggests
                 base = out.get("one_stream", {}).get("p50_ms") or 20.0
@@ -326,6 +373,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--mode", choices=("one-stream", "sweep", "both", "fixed"), default="both")
     p.add_argument("--ws", action="store_true")
+    p.add_argument("--call-turns", type=int, default=0,
+                   help="turns per call: sample dialogues joined end to end (0 = each sample dialogue as it is)")
     p.add_argument("--api-key")
     p.add_argument("--turns", type=int, default=300, help="one-stream: measured turns")
     p.add_argument("--warmup", type=int, default=30)

@@ -67,6 +67,7 @@ def loadgen(
     stage_s: float = 6.0,
     max_seconds: float = 150.0,
     prefix: str = "bench",
+    call_turns: int = 0,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -92,6 +93,8 @@ def loadgen(
         prefix,
         "--out",
         str(out),
+        "--call-turns",
+        str(call_turns),
     ]
     if ws:
         cmd.append("--ws")

@@ -1,5 +1,12 @@
 """The service benchmark's runs: turnwise (REST, then WebSocket in the same process), the naive server,
-and turnwise under cProfile, all against one redis-server, within the run's ``--max-minutes`` budget.
+turnwise serving the streaming bundle (:mod:`benchmarks.service_streaming`) and turnwise under cProfile,
+all against one redis-server, within the run's ``--max-minutes`` budget.
+
+The budget: every run planned has a cap on its load sweep (:data:`SWEEP_CAP_S`) and costs about
+:data:`OVERHEAD_S` besides (server start and warm-up, the one-stream measurement); a run's sweep gets
+its cap's share of the time left after the overhead of it and of every run still to come, so a run
+that ends early leaves its time to the later ones. An optional run whose share is under two stages
+is skipped (and recorded so).
 """
 
 from __future__ import annotations
@@ -18,19 +25,41 @@ from benchmarks.service_readings import headline, profile_summary, scrape_stage_
 from harness.ports import free_port
 from harness.redis import RedisServer
 
+# Most seconds of load sweep per run, and roughly what a run costs besides its sweep.
+SWEEP_CAP_S = {"turnwise": 150.0, "turnwise_ws": 100.0, "naive": 150.0, "turnwise_streaming_int8_rest": 150.0,
+               "turnwise_streaming_int8_ws": 100.0, "turnwise_streaming_fp32_rest": 100.0}
+OVERHEAD_S = 15.0
+REQUIRED = ("turnwise", "naive")  # run even when their share is short (the headline and its baseline)
+
 
 class Clock:
-    """The run's wall time against its ``--max-minutes`` budget."""
+    """The run's wall time against its ``--max-minutes`` budget, and the runs still planned in it."""
 
-    def __init__(self, max_minutes: float):
+    def __init__(self, max_minutes: float, stage_s: float = 8.0):
         self.started = time.monotonic()
         self.budget_s = max_minutes * 60
+        self.stage_s = stage_s
+        self.plan: dict[str, float] = {}  # run -> its sweep cap (s); "profile" -> its one stage
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def remaining(self) -> float:
         return self.budget_s - self.elapsed()
+
+    def share(self, name: str) -> float | None:
+        """Seconds for run ``name``'s sweep (it leaves the plan); None: skip it, too little time is left."""
+        cap = self.plan.pop(name, SWEEP_CAP_S.get(name, 100.0))
+        caps = cap + sum(self.plan.values())
+        avail = self.remaining() - OVERHEAD_S * (1 + len(self.plan))
+        seconds = min(cap, avail * cap / caps) if caps else 0.0
+        least = 2 * (self.stage_s + 1.5)
+        if seconds < least:
+            return max(least, 30.0) if name in REQUIRED else None
+        return seconds
+
+    def skip(self, name: str) -> None:
+        self.plan.pop(name, None)
 
 
 @dataclass
@@ -40,6 +69,9 @@ class Sweeps:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     turnwise_stage_means: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # run -> why it did not run
+    stream_variants: list[str] = field(default_factory=list)  # what the streaming bundle holds
+    stream_stage_means: dict[str, Any] = field(default_factory=dict)  # variant -> /metrics means
 
 
 @dataclass
@@ -78,7 +110,8 @@ def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clo
 
     Returns the REST max rate at p99 <= 100 ms (20/s when no stage held it): where the later runs start.
     """
-    log(f"turnwise (REST): one stream, then the load sweep [{clock.remaining():.0f}s left]")
+    seconds = clock.share("turnwise") or 30.0
+    log(f"turnwise (REST): one stream, then the load sweep ({seconds:.0f}s) [{clock.remaining():.0f}s left]")
     with server("turnwise", [sys.executable, "-m", "service.serve"], tw.env, tw.port, tmp) as proc:
         sweeps.runs["turnwise"] = loadgen(
             tw.url,
@@ -86,14 +119,16 @@ def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clo
             mode="both",
             server_pid=proc.pid,
             stage_s=args.stage_s,
-            max_seconds=min(150, clock.remaining() / 3),
+            max_seconds=seconds,
             metrics_url=tw.url + "/metrics",
             prefix="tw",
+            call_turns=args.call_turns,
         )
         sweeps.turnwise_stage_means = scrape_stage_means(tw.url)
         tw_best = headline(sweeps.runs["turnwise"])["max_tps_at_p99_100ms"] or 20.0
-        if not args.no_ws and clock.remaining() > 200:
-            log(f"turnwise (WebSocket): load sweep [{clock.remaining():.0f}s left]")
+        seconds_ws = clock.share("turnwise_ws") if "turnwise_ws" in clock.plan else None
+        if seconds_ws is not None:
+            log(f"turnwise (WebSocket): load sweep ({seconds_ws:.0f}s) [{clock.remaining():.0f}s left]")
             sweeps.runs["turnwise_ws"] = loadgen(
                 tw.url,
                 tmp / "tw_ws.json",
@@ -102,10 +137,13 @@ def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clo
                 ws=True,
                 start_rate=round(0.7 * tw_best),
                 stage_s=args.stage_s,
-                max_seconds=min(100, clock.remaining() / 3),
+                max_seconds=seconds_ws,
                 metrics_url=tw.url + "/metrics",
                 prefix="tws",
+                call_turns=args.call_turns,
             )
+        elif not args.no_ws:
+            sweeps.skipped["turnwise_ws"] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"
     return tw_best
 
 
@@ -113,7 +151,8 @@ def sweep_naive(args: argparse.Namespace, ckpt: Path, redis_url: str, base_env: 
                 clock: Clock, sweeps: Sweeps) -> None:
     """The naive server (:mod:`benchmarks.naive_server`) over REST: one stream, then the sweep."""
     naive_port = free_port()
-    log(f"naive server (REST): one stream, then the load sweep [{clock.remaining():.0f}s left]")
+    seconds = clock.share("naive") or 30.0
+    log(f"naive server (REST): one stream, then the load sweep ({seconds:.0f}s) [{clock.remaining():.0f}s left]")
     cmd = [
         sys.executable,
         "-m",
@@ -132,8 +171,9 @@ def sweep_naive(args: argparse.Namespace, ckpt: Path, redis_url: str, base_env: 
             mode="both",
             server_pid=proc.pid,
             stage_s=args.stage_s,
-            max_seconds=max(30, min(150, clock.remaining() - 60)),
+            max_seconds=seconds,
             prefix="naive",
+            call_turns=args.call_turns,
         )
 
 
@@ -154,6 +194,7 @@ def profile_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: C
             max_seconds=60,
             metrics_url=tw.url + "/metrics",
             prefix="prof",
+            call_turns=args.call_turns,
         )
     time.sleep(0.5)
     if not prof.exists():
@@ -174,15 +215,42 @@ def profile_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: C
     return profile
 
 
-def run_servers(args: argparse.Namespace, ckpt: Path, bundle: Path, clock: Clock) -> Sweeps:
-    """One redis-server for every run; turnwise (REST, WebSocket), the naive server, then the profile."""
+def plan_runs(args: argparse.Namespace, clock: Clock, stream_bundle: Path | None) -> None:
+    """The runs this invocation makes, in order, into ``clock.plan``."""
+    from benchmarks.service_streaming import STREAM_RUNS, run_name
+
+    names = ["turnwise", *([] if args.no_ws else ["turnwise_ws"]), "naive"]
+    if stream_bundle is not None:
+        names += [run_name(k) for k, _v, ws in STREAM_RUNS if not (ws and args.no_ws)]
+    clock.plan = {n: SWEEP_CAP_S[n] for n in names}
+    if not args.no_profile:
+        clock.plan["profile"] = args.stage_s + 5  # one fixed-rate stage
+
+
+def run_servers(args: argparse.Namespace, ckpt: Path, bundle: Path, clock: Clock,
+                stream_bundle: Path | None = None) -> Sweeps:
+    """One redis-server for every run; turnwise (REST, WebSocket), the naive server, turnwise serving the
+    streaming bundle (when given), then the profile."""
+    from benchmarks.service_streaming import sweep_streaming
+
     sweeps = Sweeps()
+    plan_runs(args, clock, stream_bundle)
     with tempfile.TemporaryDirectory(prefix="twbench-") as tmp_s, RedisServer(Path(tmp_s)) as redis:
         tmp = Path(tmp_s)
         base_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         tw = turnwise_config(args, bundle, redis.url, base_env)
         tw_best = sweep_turnwise(args, tw, tmp, clock, sweeps)
         sweep_naive(args, ckpt, redis.url, base_env, tmp, clock, sweeps)
-        if not args.no_profile and clock.remaining() > 45:
-            sweeps.profile = profile_turnwise(args, tw, tmp, clock, tw_best)
+        if stream_bundle is not None:
+            from bundle.manifest import read_manifest
+
+            sweeps.stream_variants = sorted(read_manifest(stream_bundle)["variants"])
+            stream = turnwise_config(args, stream_bundle, redis.url, base_env)
+            sweep_streaming(args, stream, tmp, clock, sweeps)
+        if not args.no_profile:
+            clock.skip("profile")
+            if clock.remaining() > OVERHEAD_S + args.stage_s + 10:
+                sweeps.profile = profile_turnwise(args, tw, tmp, clock, tw_best)
+            else:
+                sweeps.skipped["profile"] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"
     return sweeps

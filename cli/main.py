@@ -35,6 +35,7 @@ from cli.options import (
     Variant,
     above_zero,
     check_backbone,
+    check_required_variants,
     check_shard,
     check_variants,
 )
@@ -263,8 +264,8 @@ def score(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a flat checkpoint (turnwise train --encoder "
-                                             "flat)")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a checkpoint (turnwise train); a streaming one "
+                                             "exports the turn-causal step graph")],
     out: Annotated[Path, typer.Option("--out", help="bundle folder to write")],
     variants: Annotated[str, typer.Option("--variants", callback=check_variants,
                                           help="comma-separated: fp32,int8,fp16")] = "fp32,int8",
@@ -272,11 +273,16 @@ def export(
     version: Annotated[str | None, typer.Option(help="model version in the bundle")] = None,
     probe_data: Annotated[Path | None, typer.Option("--probe-data", help="JSONL whose windows the parity proof "
                                                     "runs on")] = None,
+    require: Annotated[str, typer.Option("--require", callback=check_required_variants,
+                                         help="comma-separated variants that must pass parity (default: none; "
+                                              "a failing variant is left out and recorded, the export fails "
+                                              "only if no variant passes)")] = "",
 ) -> None:
     """Checkpoint -> verified ONNX model bundle."""
     from export.cli import run_export
 
-    path = run_export(checkpoint, out, variants.split(","), name=name, version=version, probe_data=probe_data)
+    path = run_export(checkpoint, out, variants.split(","), name=name, version=version, probe_data=probe_data,
+                      require=[v for v in require.split(",") if v])
     typer.echo(str(path))
 
 

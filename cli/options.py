@@ -96,6 +96,11 @@ def check_variants(value: str) -> str:
     return ",".join(parts)
 
 
+def check_required_variants(value: str) -> str:
+    """``--require``: like ``--variants``, or empty (no variant is required)."""
+    return check_variants(value) if value.strip() else ""
+
+
 def looks_like_path(name: str) -> bool:
     """A backbone that is a path rather than a hub id (``org/name``) or an alias."""
     return (name.startswith(("/", "./", "../", "~")) or name.endswith("/") or name.count("/") > 1

@@ -7,18 +7,20 @@ an untrained model are meaningless, which a speed measurement or a load test doe
 
     ckpt = untrained_checkpoint(work / "ckpt", backbone_for("tiny", work / "backbone"), name="tiny", version="1")
     bundle = untrained_bundle(cache / "tiny-bundle", kind="tiny")   # reused while it is intact
+    stream = untrained_bundle(cache / "tiny-stream-bundle", kind="tiny", streaming=True)  # turn-causal-v1
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from turnwise.names import BUNDLE_MANIFEST, CHECKPOINT_META
 
 if TYPE_CHECKING:
+    from export.parity import Tolerance
     from turnwise.tasks import TaskSchema
     from turnwise.window import WindowConfig
 
@@ -60,9 +62,9 @@ def untrained_checkpoint(out: Path, backbone: str | Path, *, name: str, version:
                            {"backbone": str(backbone), "name": name, "version": version})
 
 
-def is_intact(bundle: Path, variants: Sequence[str] | None = None) -> bool:
+def is_intact(bundle: Path, variants: Sequence[str] | None = None, window: WindowConfig | None = None) -> bool:
     """True when ``bundle`` has a manifest, every file matches its checksum and (if given) it holds exactly
-    ``variants``."""
+    ``variants`` and was exported with ``window``."""
     from bundle.manifest import read_manifest, verify
 
     if not (bundle / BUNDLE_MANIFEST).exists():
@@ -71,6 +73,8 @@ def is_intact(bundle: Path, variants: Sequence[str] | None = None) -> bool:
         manifest = read_manifest(bundle)
         if variants is not None and sorted(manifest["variants"]) != sorted(variants):
             return False
+        if window is not None and manifest.get("window") != window.to_dict():
+            return False
         verify(bundle, manifest)
     except Exception:
         return False
@@ -78,23 +82,43 @@ def is_intact(bundle: Path, variants: Sequence[str] | None = None) -> bool:
 
 
 def untrained_bundle(out: Path, *, kind: str = "tiny", variants: Sequence[str] = ("fp32",),
-                     window: WindowConfig | None = None, name: str | None = None, version: str = "untrained-1",
-                     checkpoint: Path | None = None) -> Path:
+                     window: WindowConfig | None = None, streaming: bool = False, name: str | None = None,
+                     version: str = "untrained-1", checkpoint: Path | None = None,
+                     tolerances: Mapping[str, Tolerance] | None = None) -> Path:
     """A servable bundle of an untrained ``kind`` student at ``out``, reused while it is intact.
 
-    The checkpoint it is exported from is kept at ``checkpoint`` when given (a PyTorch server needs
-    it too; it is rebuilt when missing), else built next to ``out`` and removed afterwards.
+    ``streaming=True`` (without ``window``) saves the checkpoint with ``WindowConfig.turn_causal()``, so the
+    export writes a turn-causal-v1 (streaming, step graph) bundle; ``window`` sets any window. The
+    checkpoint it is exported from is kept at ``checkpoint`` when given (a PyTorch server needs it too;
+    it is rebuilt when missing), else built next to ``out`` and removed afterwards. ``tolerances``
+    replaces the export's parity tolerance of the variants it names (an untrained model's heads give
+    near-tied logits, so int8's label agreement with fp32 says little about the graph; a benchmark of
+    speed may gate it less tightly, and the bundle's parity record says so).
     """
     from export.cli import run_export
+    from turnwise.window import WindowConfig
 
+    if window is None and streaming:
+        window = WindowConfig.turn_causal()
+    elif window is not None and streaming and not window.streaming:
+        raise ValueError(f"streaming=True with a {window.format} window")
     name = name or f"untrained-{kind}"
-    if is_intact(out, variants) and (checkpoint is None or (checkpoint / CHECKPOINT_META).exists()):
+    if is_intact(out, variants, window or WindowConfig()) and (
+            checkpoint is None or (checkpoint / CHECKPOINT_META).exists()):
         return out
     work = out.parent / f".{out.name}.build"  # the tiny backbone, and the checkpoint unless it is kept
     shutil.rmtree(work, ignore_errors=True)
     ckpt = checkpoint if checkpoint is not None else work / "checkpoint"
     shutil.rmtree(ckpt, ignore_errors=True)
     untrained_checkpoint(ckpt, backbone_for(kind, work / "backbone"), name=name, version=version, window=window)
-    path = run_export(ckpt, out, list(variants), name=name, version=version)
+    if tolerances:
+        from export.onnx_export import default_tolerances
+        from export.pipeline import ExportOptions, export_bundle
+
+        opts = ExportOptions(variants=list(variants), name=name, version=version,
+                             tolerances={**default_tolerances(), **tolerances})
+        path = export_bundle(ckpt, out, opts).path
+    else:
+        path = run_export(ckpt, out, list(variants), name=name, version=version)
     shutil.rmtree(work, ignore_errors=True)
     return path

@@ -85,6 +85,27 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
+STREAM_WINDOW = WindowConfig.turn_causal(64, 32)  # small spans: sample calls re-anchor every few turns
+
+
+@pytest.fixture(scope="session")
+def tiny_stream_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path,
+                           sample_schema: TaskSchema) -> Path:
+    """An untrained tiny turn-causal (streaming) student: read-only."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("tiny-stream-ckpt"), tiny_backbone, name="tiny-stream",
+                                version="1", schema=sample_schema, window=STREAM_WINDOW)
+
+
+@pytest.fixture(scope="session")
+def tiny_stream_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_stream_checkpoint: Path) -> Path:
+    """Its streaming bundle (step graph, fp32 + int8, parity-checked): read-only."""
+    from export.pipeline import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-stream"
+    export_bundle(tiny_stream_checkpoint, out, ExportOptions(variants=("fp32", "int8"), bench_results=None))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle_session(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint_session: Path) -> Path:
     from export.pipeline import ExportOptions, export_bundle

@@ -134,7 +134,10 @@ class TurnResult(_Out):
     model: ModelRef
     window_turns: int = Field(description="Turns in the window the model saw (the scored turn included).")
     timings_ms: dict[str, float] = Field(default_factory=dict,
-                                         description="store, tokenize, queue, inference, total (ms); a retry "
+                                         description="store, tokenize, queue, inference, total (ms); with a "
+                                         "streaming bundle also one of incremental (the turn over the call's "
+                                         "cached keys/values), rebuilt (the span in one pass) or cached (a "
+                                         "retry the state already held), holding the model time; a retry "
                                          "answered from the store has store and total only; absent in a "
                                          "dialogue's last_result")
 

@@ -154,7 +154,7 @@ def test_perturbed_weights_between_pytorch_and_onnx_fail_parity(tiny_checkpoint:
     monkeypatch.setattr(pipeline, "export_raw", export_perturbed)
     with pytest.raises(ParityError) as info:
         export_bundle(tiny_checkpoint, tmp_path / "b",
-                      ExportOptions(variants=("fp32", "int8"), bench_results=None, max_probes=64))
+                      ExportOptions(variants=("fp32", "int8"), bench_results=None, max_probes=64, require=("fp32",)))
     assert info.value.output == "logits_act"
     assert info.value.value == pytest.approx(0.05, abs=1e-3)
     assert "logits_act" in str(info.value) and "max_abs_diff" in str(info.value)
@@ -167,8 +167,18 @@ def test_label_agreement_failure_is_typed(tiny_checkpoint: Path, tmp_path: Path)
     with pytest.raises(ParityError) as info:
         export_bundle(tiny_checkpoint, tmp_path / "b",
                       ExportOptions(variants=("fp32", "int8"), tolerances=tols, bench_results=None,
-                                    max_probes=64))
+                                    max_probes=64, require=("int8",)))
     assert info.value.variant == "int8" and info.value.metric == "label_agreement"
+
+
+def test_a_flat_variant_failing_parity_is_left_out_when_not_required(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    tols = default_tolerances()
+    tols["int8"] = Tolerance(max_abs_diff=None, min_label_agreement=1.01)  # unattainable on purpose
+    m = export_bundle(tiny_checkpoint, tmp_path / "b",
+                      ExportOptions(variants=("fp32", "int8"), tolerances=tols, bench_results=None,
+                                    max_probes=64)).manifest
+    assert list(m["variants"]) == ["fp32"] and m["rejected_variants"]["int8"]["metric"] == "label_agreement"
+    assert not (tmp_path / "b" / "model.int8.onnx").exists()
 
 
 def test_refuses_to_overwrite_a_non_bundle_directory(tiny_checkpoint: Path, tmp_path: Path) -> None:
