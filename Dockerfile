@@ -106,13 +106,13 @@ RUN mkdir -p /tmp/demo
 WORKDIR /tmp/demo
 COPY --chown=10001:10001 samples/ samples/
 # The recipe and the split of scripts/demo.sh (the held-out test calls are not needed here).
-RUN sed -n '1,36p;49,80p' samples/dialogues.jsonl > train.jsonl \
+RUN sed -n '1,36p;49,80p;93,108p' samples/dialogues.jsonl > train.jsonl \
     && sed -n '37,40p;81,84p' samples/dialogues.jsonl > val.jsonl \
     && turnwise label --data train.jsonl --tasks samples/tasks.yaml --teacher zeroshot --samples 10 \
          --out scores.jsonl > /dev/null \
     && turnwise train --data train.jsonl --val val.jsonl --tasks samples/tasks.yaml --scores scores.jsonl \
-         --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat --pretrain-steps 15 \
-         --finetune-epochs 7 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 --select-metric macro_f1 \
+         --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder streaming --pretrain-steps 15 \
+         --finetune-epochs 7 --token-budget 256 --lr 1e-4 --select-metric macro_f1 \
          --out checkpoint > /dev/null \
     && turnwise export --checkpoint checkpoint --out bundle --variants fp32 --name turnwise-demo
 

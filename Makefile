@@ -43,6 +43,7 @@ bench: $(STAMP) ## benchmarks -> benchmarks/results/
 	$(PY) -m benchmarks.train_throughput
 	@if [ -f benchmarks/backends.py ]; then $(PY) -m benchmarks.backends; fi
 	@if [ -f benchmarks/service_bench.py ]; then $(PY) -m benchmarks.service_bench; fi
+	@if [ -f benchmarks/context_sweep.py ]; then $(PY) -m benchmarks.context_sweep; fi
 
 evidence: $(STAMP) ## the paper's Table 1 on DailyDialog and MELD (cpu preset, ~2.5 h on 2 cores) -> benchmarks/results/
 	@bash scripts/evidence.sh

@@ -197,7 +197,15 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def write_results(out: Path, result: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
-    """``out`` (JSON) and service_latency.png beside it."""
+    """``out`` (JSON) and service_latency.png beside it; a ``context_sweep`` entry already in ``out``
+    (:mod:`benchmarks.context_sweep` merges one in) is kept."""
+    if out.exists() and "context_sweep" not in result:
+        try:
+            kept = json.loads(out.read_text()).get("context_sweep")
+        except (OSError, ValueError):
+            kept = None
+        if kept is not None:
+            result = {**result, "context_sweep": kept}
     out.write_text(json.dumps(result, indent=2) + "\n")
     plot(runs, out.with_name("service_latency.png"))
     log(f"wrote {out}: turnwise {result['turnwise']} | naive {result['naive']} | ratio {result['ratio_tps']}")

@@ -1,6 +1,6 @@
 """``turnwise score``: every turn of every dialogue of a file scored offline by a model bundle.
 
-Each turn is scored with exactly the window a live call gives it in the service: the service's own
+Each turn is scored with exactly the context a live call gives it in the service: the service's own
 engine loads and checks the bundle (:meth:`service.engine.Engine.load_checked`), the windows are
 :func:`turnwise.window.windows_of` over the call's turns as the service keeps them (the last
 ``window.max_turns``, speaker and text stripped), encoded by the engine's tokenizer and decoded by its
@@ -28,7 +28,8 @@ from turnwise.dialogue import Dialogue, read_jsonl
 from turnwise.errors import DataError
 from turnwise.jsonl import dumps_json
 from turnwise.names import BUNDLE_MANIFEST, CHECKPOINT_META
-from turnwise.window import windows_of
+from turnwise.scoring import decode
+from turnwise.window import plan_spans, windows_of
 
 console = Console(stderr=True)
 CHUNK_DIALOGUES = 64  # dialogues tokenized and scored together (memory stays flat on large files)
@@ -96,8 +97,6 @@ def run_score(model: Path, data: Path, out: Path, *, source: str = "jsonl", spli
     engine = Engine(settings_from({"bundle": model, "variant": variant, "reload_poll_s": 0}))
     try:
         bundle = engine.load_checked()
-        if bundle.window.streaming:
-            raise DataError("a turn-causal (streaming) bundle; the service serves flat bundles only", path=str(model))
         total = sum(len(d.turns) for d in dialogues)
         counts = {"scored": 0, "skipped": 0}
         agree: dict[str, list[bool]] = {}
@@ -127,9 +126,9 @@ def run_score(model: Path, data: Path, out: Path, *, source: str = "jsonl", spli
     }
 
 
-def _score_chunk(engine: Any, bundle: Any, chunk: Sequence[Dialogue], batch_size: int, counts: dict[str, int],
-                 agree: dict[str, list[bool]]) -> list[str]:
-    """JSON lines for every turn of ``chunk`` (input order); windows scored in length-sorted batches."""
+def _score_windows(engine: Any, bundle: Any, chunk: Sequence[Dialogue],
+                   batch_size: int) -> dict[tuple[int, int], tuple[dict[str, Any], int]]:
+    """Flat bundles: every turn's window, scored in length-sorted batches."""
     jobs: list[tuple[int, int, int]] = []  # (dialogue in chunk, turn index, window turns)
     windows: list[list[dict[str, str]]] = []
     for di, d in enumerate(chunk):
@@ -144,7 +143,37 @@ def _score_chunk(engine: Any, bundle: Any, chunk: Sequence[Dialogue], batch_size
         part = order[start : start + batch_size]
         for k, row in zip(part, engine.compute(bundle, [ids[k] for k in part]), strict=True):
             rows[k] = row
-    by_turn = {(di, ti): (rows[k], n) for k, (di, ti, n) in enumerate(jobs)}
+    return {(di, ti): (rows[k], n) for k, (di, ti, n) in enumerate(jobs)}  # type: ignore[misc]
+
+
+Scored = dict[tuple[int, int], tuple[dict[str, Any], int]]  # (dialogue, turn) -> (row, turns seen)
+
+
+def _score_spans(engine: Any, bundle: Any, chunk: Sequence[Dialogue]) -> Scored:
+    """Streaming bundles: one pass per span of each call (the spans the service's steps reproduce)."""
+    out: dict[tuple[int, int], tuple[dict[str, Any], int]] = {}
+    for di, d in enumerate(chunk):
+        index, turns = _served_turns(d)
+        if not turns:
+            continue
+        ids = engine.turn_ids(bundle, turns)
+        spans = plan_spans([len(t) for t in ids], bundle.window)
+        results = engine.compute_steps(bundle, [bundle.rebuild_request(ids[s.start : s.end]) for s in spans])
+        for span, (logits, _kv) in zip(spans, results, strict=True):
+            skip = span.first - span.start
+            rows = decode(bundle.schema, {t: v[skip:] for t, v in logits.items()})
+            for k, row in enumerate(rows):
+                out[(di, index[span.first + k])] = (row, skip + k + 1)
+    return out
+
+
+def _score_chunk(engine: Any, bundle: Any, chunk: Sequence[Dialogue], batch_size: int, counts: dict[str, int],
+                 agree: dict[str, list[bool]]) -> list[str]:
+    """JSON lines for every turn of ``chunk`` (input order); windows scored in length-sorted batches."""
+    if bundle.streaming:
+        by_turn = _score_spans(engine, bundle, chunk)
+    else:
+        by_turn = _score_windows(engine, bundle, chunk, batch_size)
     lines = []
     for di, d in enumerate(chunk):
         for ti, turn in enumerate(d.turns):

@@ -36,19 +36,19 @@ $TW label --data "$OUT/train.jsonl" --tasks samples/tasks.yaml --teacher zerosho
 echo "== 2/7 train: pairwise pretraining on teacher scores, then finetuning on gold"
 rm -rf "$OUT/checkpoint"
 $TW train --data "$OUT/train.jsonl" --val "$OUT/val.jsonl" --tasks samples/tasks.yaml \
-  --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder flat \
-  --pretrain-steps 15 --finetune-epochs 7 --batch-size 16 --max-tokens 64 --max-turns 6 --lr 1e-4 \
+  --scores "$OUT/scores.jsonl" --objective pairwise --alpha 0.5 --gold-fraction 1.0 --encoder streaming \
+  --pretrain-steps 15 --finetune-epochs 7 --token-budget 256 --lr 1e-4 \
   --select-metric macro_f1 --out "$OUT/checkpoint" > "$OUT/train-summary.json"
 
 echo "== 3/7 evaluate on 16 held-out calls"
 $TW evaluate --model "$OUT/checkpoint" --data "$OUT/test.jsonl" --out "$OUT/eval.json"
 .venv/bin/python -c "import json,sys; t=json.load(open(sys.argv[1]))['tasks']; print('held-out macro-F1: ' + ', '.join(f'{k} {v[\"macro_f1\"]:.3f}' for k,v in t.items()))" "$OUT/eval.json"
 
-echo "== 4/7 export: ONNX fp32 with parity proof (int8 needs a model trained longer than the demo to keep 99% label agreement)"
+echo "== 4/7 export: the streaming step graph, ONNX fp32, with its parity proof (replayed turn by turn)"
 rm -rf "$OUT/bundle"
 $TW export --checkpoint "$OUT/checkpoint" --out "$OUT/bundle" --variants fp32 --name turnwise-demo
 
-echo "== 5/7 score the held-out calls offline, each turn with the service's window"
+echo "== 5/7 score the held-out calls offline, each turn with the context the service gives it"
 $TW score --model "$OUT/bundle" --data "$OUT/test.jsonl" --out "$OUT/predictions.jsonl" > "$OUT/score-summary.json"
 
 echo "== 6/7 serve on 127.0.0.1:$PORT (embedded window store)"

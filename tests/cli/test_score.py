@@ -50,3 +50,25 @@ def test_score_a_missing_bundle_is_one_line(run_cli, tmp_path: Path, samples_dir
     code, _, err = run_cli("score", "--model", tmp_path / "nope", "--data", samples_dir / "dialogues.jsonl",
                            "--out", tmp_path / "p.jsonl")
     assert code == 2 and "model bundle not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_with_a_streaming_bundle_matches_the_live_service(run_cli, tiny_stream_bundle, live_service,
+                                                                samples_dir, tmp_path):
+    """A call long enough to re-anchor: one pass per span offline, steps and rebuilds live, same scores."""
+    turns = [t for d in read_jsonl(samples_dir / "dialogues.jsonl")[:3] for t in d.turns]
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"dialogue_id": "long-1", "turns": [{"speaker": t.speaker, "text": t.text}
+                                                                    for t in turns]}) + "\n")
+    out = tmp_path / "predictions.jsonl"
+    code, _, err = run_cli("score", "--model", tiny_stream_bundle, "--data", data, "--out", out)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    srv = live_service(bundle=tiny_stream_bundle)
+    with Client(srv.url) as client:
+        call = client.call("long-1")
+        for seq, (turn, row) in enumerate(zip(turns, rows, strict=True)):
+            live = call.send(turn.speaker, turn.text, seq=seq)
+            assert row["labels"] == live.labels and row["window_turns"] == live.window_turns
+            for task, probs in live.scores.items():
+                assert all(abs(row["scores"][task][k] - v) < 1e-4 for k, v in probs.items())
+    assert min(r["window_turns"] for r in rows[5:]) < max(r["window_turns"] for r in rows)  # it re-anchored
