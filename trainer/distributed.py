@@ -10,6 +10,7 @@ broadcast. Without ``torchrun`` this is a world of one and every call is a no-op
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -97,8 +98,10 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def leave(world: World) -> None:
-    """Every rank reaches the end before the group is torn down: a rank that destroys it while another
-    still writes (rank 0 saves the meta) can leave the pair hanging at exit."""
+    """Every rank reaches the end before the group is torn down (a rank that destroys it while another
+    still writes can leave the pair hanging at exit), and no Python object still holds gloo work when
+    it is: collect them first, so the group's destructor never waits on a gloo thread that needs the GIL."""
     if world.distributed and dist.is_initialized():
         dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

@@ -317,6 +317,10 @@ class _Run:
                 self.save_state(finished=step == self.total or stop)
         if self.phase is not None:
             self.save_state(finished=True)
+        # The DDP wrapper goes first, while the process group is alive: freed after it, its reducer
+        # would hold the group's last reference and tear gloo down with the GIL held, deadlocking with
+        # gloo's own thread (seen as a rank that finished but never exited).
+        del net
         self._record_world()
         distributed.leave(self.world)
         p = self.progress
