@@ -70,7 +70,7 @@ def other_processes(before: dict[int, tuple[str, int]], after: dict[int, tuple[s
                     top: int = 8) -> list[dict[str, Any]]:
     """The processes besides this one that used the most CPU while the sweep ran (cores on average)."""
     tick = os.sysconf("SC_CLK_TCK")
-    used = []
+    used: list[dict[str, Any]] = []
     for pid, (name, ticks) in after.items():
         if pid == os.getpid():
             continue

@@ -294,9 +294,9 @@ def stage_means(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     if d.get("turnwise_batch_size_count"):
         out["batch_size_mean"] = round(d["turnwise_batch_size_sum"] / d["turnwise_batch_size_count"], 2)
     for mode in STEP_MODES:  # streaming bundles: turns by step mode, and call states evicted
-        n = d.get(f'turnwise_stream_steps_total{{mode="{mode}"}}')
-        if n:
-            out[f"steps_{mode}"] = int(n)
+        steps = d.get(f'turnwise_stream_steps_total{{mode="{mode}"}}')
+        if steps:
+            out[f"steps_{mode}"] = int(steps)
     if d.get("turnwise_state_cache_evictions_total"):
         out["state_evictions"] = int(d["turnwise_state_cache_evictions_total"])
     return out

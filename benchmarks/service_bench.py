@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 
 from benchmarks.bench_bundles import DEFAULT_WORKDIR, ensure_flat, ensure_streaming, variants_for
-from benchmarks.service_procs import RESULTS, log
+from benchmarks.service_procs import RESULTS, log, one_stream_turns
 from benchmarks.service_report import build_result, window_compute, write_results
 from benchmarks.service_streaming import streaming_compute
 from benchmarks.service_sweeps import Clock, run_servers
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    clock = Clock(args.max_minutes, args.stage_s)
+    clock = Clock(args.max_minutes, args.stage_s, one_stream_turns(args.max_minutes)[0])
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -4,6 +4,7 @@ load-generator process (:mod:`benchmarks.loadgen`) driven against them; the path
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import signal
@@ -20,6 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DATA = REPO / "samples" / "dialogues.jsonl"
 SLO_MS = 100.0
+ONE_STREAM_TURNS, ONE_STREAM_WARMUP = 300, 30  # at the default budget (14 min); fewer in a shorter run
+
+
+def one_stream_turns(max_minutes: float) -> tuple[int, int]:
+    """(measured turns, warm-up turns) of each one-stream measurement: 300 + 30 in a 14-minute run, scaled
+    down with a shorter budget (at least 50 + 5), so a short run still reaches every server's sweep."""
+    turns = max(50, min(ONE_STREAM_TURNS, round(ONE_STREAM_TURNS * max_minutes / 14)))
+    return turns, max(5, round(turns * ONE_STREAM_WARMUP / ONE_STREAM_TURNS))
+
+
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The load generator's call length and one-stream size for this run's arguments."""
+    turns, warmup = one_stream_turns(args.max_minutes)
+    return {"call_turns": args.call_turns, "turns": turns, "warmup": warmup}
 
 
 def log(msg: str) -> None:
@@ -68,6 +83,8 @@ def loadgen(
     max_seconds: float = 150.0,
     prefix: str = "bench",
     call_turns: int = 0,
+    turns: int = ONE_STREAM_TURNS,
+    warmup: int = ONE_STREAM_WARMUP,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -95,6 +112,10 @@ def loadgen(
         str(out),
         "--call-turns",
         str(call_turns),
+        "--turns",
+        str(turns),
+        "--warmup",
+        str(warmup),
     ]
     if ws:
         cmd.append("--ws")

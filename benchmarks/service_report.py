@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from benchmarks.service_procs import DATA, REPO, SLO_MS, log
+from benchmarks.service_procs import DATA, REPO, SLO_MS, log, one_stream_turns
 from benchmarks.service_readings import cpu_split, headline
 from benchmarks.service_streaming import RUN_PREFIX, STREAM_RUNS, streaming_results
 from benchmarks.service_sweeps import Clock, Sweeps
@@ -113,8 +113,8 @@ def build_result(args: argparse.Namespace, sweeps: Sweeps, compute: dict[str, An
             + (f"; streaming: mean {stream['tokens_computed_per_turn_mean']:.0f} tokens computed per turn over "
                f"{stream['context_tokens_per_turn_mean']:.0f} tokens of context, "
                f"{100 * stream['rebuilt_turn_share']:.1f}% of turns rebuilt" if stream else "") + ")",
-            "one_stream": "one call at a time, each turn sent when the previous answer arrived (300 turns after "
-            "30 warm-up)",
+            "one_stream": "one call at a time, each turn sent when the previous answer arrived ({} turns after "
+            "{} warm-up)".format(*one_stream_turns(args.max_minutes)),
             "sweep": f"open-loop Poisson arrivals, {args.stage_s:.0f} s per stage, rate x1.35 while the stage holds "
             "p99 <= 1 s, < 1% errors and >= 90% of the offered rate, then one bisection stage at each SLO's "
             "boundary (100 ms and 1 s). A stage passes an SLO with p99 under it, < 1% errors and >= 90% of the "

@@ -10,11 +10,12 @@ outgrew 512 tokens: it restarts with the last <= 256 tokens) is one pass over th
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.service_procs import DATA, loadgen, log, server
+from benchmarks.service_procs import DATA, load_options, loadgen, log, server
 from benchmarks.service_readings import headline, scrape_stage_means
 
 if TYPE_CHECKING:
@@ -43,25 +44,37 @@ def sweep_streaming(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Cl
                 clock.skip(run_name(k))
                 sweeps.skipped[run_name(k)] = f"the streaming bundle has no {variant} variant (export: {served})"
             continue
-        env = {**tw.env, "TURNWISE_VARIANT": variant}
-        rest_best = 20.0
-        with server(f"turnwise-stream-{variant}", [sys.executable, "-m", "service.serve"], env, tw.port, tmp) as proc:
-            for key in keys:
-                name, ws = run_name(key), key.endswith("_ws")
-                seconds = clock.share(name)
-                if seconds is None:
-                    sweeps.skipped[name] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"
-                    continue
-                log(f"turnwise streaming {variant} ({'WebSocket' if ws else 'REST'}): one stream, then the load "
-                    f"sweep ({seconds:.0f}s) [{clock.remaining():.0f}s left]")
-                sweeps.runs[name] = loadgen(
-                    tw.url, tmp / f"{name}.json", mode="both", server_pid=proc.pid, ws=ws,
-                    start_rate=round(0.7 * rest_best) if ws else 0.0, stage_s=args.stage_s, max_seconds=seconds,
-                    metrics_url=tw.url + "/metrics", prefix=f"s{variant}{'w' if ws else 'r'}",
-                    call_turns=args.call_turns)
-                if not ws:
-                    rest_best = headline(sweeps.runs[name])["max_tps_at_p99_100ms"] or 20.0
-            sweeps.stream_stage_means[variant] = scrape_stage_means(tw.url)
+        try:
+            run_variant(args, tw, variant, keys, tmp, clock, sweeps)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as err:  # the flat results still count
+            log(f"turnwise streaming {variant} failed: {err!r}")
+            for k in keys:
+                clock.skip(run_name(k))
+                sweeps.skipped.setdefault(run_name(k), f"failed: {type(err).__name__}: {str(err)[-500:]}")
+
+
+def run_variant(args: argparse.Namespace, tw: Turnwise, variant: str, keys: list[str], tmp: Path, clock: Clock,
+                sweeps: Sweeps) -> None:
+    """One server process serving ``variant`` of the streaming bundle; the runs ``keys`` against it."""
+    env = {**tw.env, "TURNWISE_VARIANT": variant}
+    rest_best = 20.0
+    with server(f"turnwise-stream-{variant}", [sys.executable, "-m", "service.serve"], env, tw.port, tmp) as proc:
+        for key in keys:
+            name, ws = run_name(key), key.endswith("_ws")
+            seconds = clock.share(name)
+            if seconds is None:
+                sweeps.skipped[name] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"
+                continue
+            log(f"turnwise streaming {variant} ({'WebSocket' if ws else 'REST'}): one stream, then the load "
+                f"sweep ({seconds:.0f}s) [{clock.remaining():.0f}s left]")
+            sweeps.runs[name] = loadgen(
+                tw.url, tmp / f"{name}.json", mode="both", server_pid=proc.pid, ws=ws,
+                start_rate=round(0.7 * rest_best) if ws else 0.0, stage_s=args.stage_s, max_seconds=seconds,
+                metrics_url=tw.url + "/metrics", prefix=f"s{variant}{'w' if ws else 'r'}",
+                **load_options(args))
+            if not ws:
+                rest_best = headline(sweeps.runs[name])["max_tps_at_p99_100ms"] or 20.0
+        sweeps.stream_stage_means[variant] = scrape_stage_means(tw.url)
 
 
 # --- compute per turn ------------------------------------------------------------------------------
@@ -94,6 +107,8 @@ def streaming_compute(bundle: Path, call_turns: int) -> dict[str, Any]:
                 context.append(past + n)
                 flops.append(dense * n + 4 * layers * n * (past + n) * h)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    kv_bytes = 4 * layers * 2 * h  # float32 keys and values of one token
+    per_call_mb = mean(context) * kv_bytes / 2**20
     return {
         "turns": turns,
         "turns_per_call": call_turns,
@@ -104,6 +119,13 @@ def streaming_compute(bundle: Path, call_turns: int) -> dict[str, Any]:
         "context_tokens_per_turn_max": max(context),
         "encoder_gflop_per_turn": round(mean(flops) / 1e9, 4),
         "note": "the first turn of every call and every re-anchor rebuild the span; the rest are incremental",
+        "kv_bytes_per_token": kv_bytes,
+        "state_mb_per_call_mean": round(per_call_mb, 2),
+        "calls_in_512mb_state_cache": int(512 / per_call_mb),
+        "cache_note": "the load generator gives an arrival to an idle call at once, so only a few calls are live "
+        "at a time and their states stay cached (evictions per stage: sweep_steps_by_mode). Live calls pause "
+        "seconds between turns: at R turns/s and one turn per call every T s, R*T calls are live, and past "
+        "calls_in_512mb_state_cache of them (TURNWISE_STATE_CACHE_MB) states are evicted and rebuilt",
     }
 
 

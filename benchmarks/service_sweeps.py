@@ -3,7 +3,7 @@ turnwise serving the streaming bundle (:mod:`benchmarks.service_streaming`) and 
 all against one redis-server, within the run's ``--max-minutes`` budget.
 
 The budget: every run planned has a cap on its load sweep (:data:`SWEEP_CAP_S`) and costs about
-:data:`OVERHEAD_S` besides (server start and warm-up, the one-stream measurement); a run's sweep gets
+:attr:`Clock.overhead_s` besides (server start and warm-up, the one-stream measurement); a run's sweep gets
 its cap's share of the time left after the overhead of it and of every run still to come, so a run
 that ends early leaves its time to the later ones. An optional run whose share is under two stages
 is skipped (and recorded so).
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.service_procs import RESULTS, loadgen, log, server
+from benchmarks.service_procs import RESULTS, load_options, loadgen, log, server
 from benchmarks.service_readings import headline, profile_summary, scrape_stage_means
 from harness.ports import free_port
 from harness.redis import RedisServer
@@ -28,17 +28,19 @@ from harness.redis import RedisServer
 # Most seconds of load sweep per run, and roughly what a run costs besides its sweep.
 SWEEP_CAP_S = {"turnwise": 150.0, "turnwise_ws": 100.0, "naive": 150.0, "turnwise_streaming_int8_rest": 150.0,
                "turnwise_streaming_int8_ws": 100.0, "turnwise_streaming_fp32_rest": 100.0}
-OVERHEAD_S = 15.0
+OVERHEAD_S = 15.0  # at 300 one-stream turns; see Clock.overhead_s
 REQUIRED = ("turnwise", "naive")  # run even when their share is short (the headline and its baseline)
 
 
 class Clock:
     """The run's wall time against its ``--max-minutes`` budget, and the runs still planned in it."""
 
-    def __init__(self, max_minutes: float, stage_s: float = 8.0):
+    def __init__(self, max_minutes: float, stage_s: float = 8.0, one_stream_turns: int = 300):
         self.started = time.monotonic()
         self.budget_s = max_minutes * 60
         self.stage_s = stage_s
+        # a server's start and warm-up (~5 s) and its one-stream measurement (~30 ms a turn)
+        self.overhead_s = 5.0 + (OVERHEAD_S - 5.0) * one_stream_turns / 300
         self.plan: dict[str, float] = {}  # run -> its sweep cap (s); "profile" -> its one stage
 
     def elapsed(self) -> float:
@@ -51,7 +53,7 @@ class Clock:
         """Seconds for run ``name``'s sweep (it leaves the plan); None: skip it, too little time is left."""
         cap = self.plan.pop(name, SWEEP_CAP_S.get(name, 100.0))
         caps = cap + sum(self.plan.values())
-        avail = self.remaining() - OVERHEAD_S * (1 + len(self.plan))
+        avail = self.remaining() - self.overhead_s * (1 + len(self.plan))
         seconds = min(cap, avail * cap / caps) if caps else 0.0
         least = 2 * (self.stage_s + 1.5)
         if seconds < least:
@@ -122,7 +124,7 @@ def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clo
             max_seconds=seconds,
             metrics_url=tw.url + "/metrics",
             prefix="tw",
-            call_turns=args.call_turns,
+            **load_options(args),
         )
         sweeps.turnwise_stage_means = scrape_stage_means(tw.url)
         tw_best = headline(sweeps.runs["turnwise"])["max_tps_at_p99_100ms"] or 20.0
@@ -140,7 +142,7 @@ def sweep_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Clo
                 max_seconds=seconds_ws,
                 metrics_url=tw.url + "/metrics",
                 prefix="tws",
-                call_turns=args.call_turns,
+                **load_options(args),
             )
         elif not args.no_ws:
             sweeps.skipped["turnwise_ws"] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"
@@ -173,7 +175,7 @@ def sweep_naive(args: argparse.Namespace, ckpt: Path, redis_url: str, base_env: 
             stage_s=args.stage_s,
             max_seconds=seconds,
             prefix="naive",
-            call_turns=args.call_turns,
+            **load_options(args),
         )
 
 
@@ -194,7 +196,7 @@ def profile_turnwise(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: C
             max_seconds=60,
             metrics_url=tw.url + "/metrics",
             prefix="prof",
-            call_turns=args.call_turns,
+            **load_options(args),
         )
     time.sleep(0.5)
     if not prof.exists():
@@ -249,7 +251,7 @@ def run_servers(args: argparse.Namespace, ckpt: Path, bundle: Path, clock: Clock
             sweep_streaming(args, stream, tmp, clock, sweeps)
         if not args.no_profile:
             clock.skip("profile")
-            if clock.remaining() > OVERHEAD_S + args.stage_s + 10:
+            if clock.remaining() > clock.overhead_s + args.stage_s + 10:
                 sweeps.profile = profile_turnwise(args, tw, tmp, clock, tw_best)
             else:
                 sweeps.skipped["profile"] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"

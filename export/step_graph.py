@@ -37,7 +37,7 @@ MASK_PENALTY = 10_000.0
 class StepModel(nn.Module):
     def __init__(self, student: TurnwiseModel):
         super().__init__()
-        enc = student.encoder
+        enc: Any = student.encoder
         for part in ("embeddings", "encoder"):
             if not hasattr(enc, part):
                 raise ExportError(f"the streaming step graph needs a BERT-style encoder (embeddings + encoder "
@@ -46,8 +46,8 @@ class StepModel(nn.Module):
         if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
             raise ExportError(f"position_embedding_type {cfg.position_embedding_type!r} is not supported "
                               "by the step graph (absolute positions only)")
-        self.embeddings = enc.embeddings
-        self.layers = enc.encoder.layer
+        self.embeddings: Any = enc.embeddings
+        self.layers: Any = enc.encoder.layer
         self.heads = student.heads
         self.task_names = list(student.task_names)
         self.num_heads = cfg.num_attention_heads

@@ -31,15 +31,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("turnwise.service")
 
-InferFn = Callable[[Any, list[list[int]]], Awaitable[list[dict[str, Any]]]]
+# A request's payload: token ids (flat bundles) or a bundle.streaming.StepRequest (streaming bundles);
+# its len() is what the token budget counts. The model call returns one row per payload.
+InferFn = Callable[[Any, list[Any]], Awaitable[list[Any]]]
 
 
 @dataclass
 class _Item:
     bundle: Any
-    ids: list[int]
+    ids: Any  # token ids, or a StepRequest
     deadline: float  # time.monotonic() seconds
-    future: asyncio.Future[tuple[dict[str, Any], dict[str, float]]]
+    future: asyncio.Future[tuple[Any, dict[str, float]]]
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -98,8 +100,9 @@ class MicroBatcher:
             self.metrics.inflight.set(self._admitted)
 
     # --- submission ----------------------------------------------------------------------------
-    async def submit(self, bundle: Any, ids: list[int], deadline: float) -> tuple[dict[str, Any], dict[str, float]]:
-        """Queue one token-id sequence; returns (decoded row, timings in ms: queue, inference, batch_size)."""
+    async def submit(self, bundle: Any, ids: Any, deadline: float) -> tuple[Any, dict[str, float]]:
+        """Queue one token-id sequence (or step request); returns (its row: decoded scores, or a step's
+        logits and keys/values; timings in ms: queue, inference, batch_size)."""
         if self._task is None or self._task.done():
             raise ServiceError(ErrorKind.model_unavailable, "batcher is not running")
         item = _Item(bundle, ids, deadline, asyncio.get_running_loop().create_future())

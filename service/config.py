@@ -80,10 +80,11 @@ class Settings(BaseSettings):
         "whose state was evicted is rebuilt from its stored window in one pass, with the same scores.",
     )
     stream_batch_size: int = Field(
-        1,
+        8,
         ge=1,
-        description="Streaming bundles: most incremental steps of different calls in one model call (their "
-        "caches are padded to the longest and masked). 1 = one call per step (measured faster on 2 CPU cores).",
+        description="Streaming bundles: most incremental steps of different calls in one model call, grouped by "
+        "cached length (caches padded to the longest and masked); 1 = one call per step. MiniLM on 2 CPU "
+        "cores, 20-token steps over 150-260 cached tokens: 5.3-5.5 ms a step in groups of 2-8, 6.4-6.7 alone.",
     )
     max_queue: int = Field(
         256, ge=1, description="Requests admitted into the serving path at once; beyond it answer 429."

@@ -151,7 +151,7 @@ class RedisStore(WindowStore):
                          anchor: int | None = None) -> bool:
         payload = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         keys = [self.meta_key(dialogue_id), self.turns_key(dialogue_id)]
-        args = [seq, payload, model, self.ttl_s, "" if anchor is None else anchor]
+        args: list[str | int] = [seq, payload, model, self.ttl_s, "" if anchor is None else anchor]
         done = await self._call(lambda: self._set_result(keys=keys, args=args))
         return bool(done)
 
