@@ -18,7 +18,7 @@ full pass over the span gives (the parity record of each variant measures it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,18 +37,17 @@ def kv_row_shape(architecture: dict[str, Any]) -> tuple[int, int, int]:
 class CallState:
     """A call's cached span: keys/values of its tokens, the turns they hold, the last turn's logits.
 
-    ``kv`` is a buffer with spare rows (grown by doubling); ``kv[:length]`` is the state.
+    ``keys`` identify the turns (the service uses (seq, digest of speaker + text), so a state never
+    matches another call that re-used the id); ``kv`` is a buffer with spare rows (grown by doubling,
+    never past ``max_rows``); ``kv[:length]`` is the state.
     """
 
-    anchor_seq: int  # first turn of the span
-    seqs: list[int]  # every turn in the span, oldest first
+    anchor_seq: int  # seq of the span's first turn
+    keys: list[Hashable]  # every turn in the span, oldest first
     kv: np.ndarray  # (capacity, L, 2, hidden) float32
     length: int  # tokens cached
-    last_logits: dict[str, np.ndarray] = field(default_factory=dict)  # task -> (C,) of seqs[-1]
-
-    @property
-    def last_seq(self) -> int:
-        return self.seqs[-1]
+    last_logits: dict[str, np.ndarray] = field(default_factory=dict)  # task -> (C,) of keys[-1]
+    max_rows: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -57,25 +56,28 @@ class CallState:
     def past(self) -> np.ndarray:
         return self.kv[: self.length]
 
-    def extend(self, new_kv: np.ndarray, seq: int, logits: dict[str, np.ndarray]) -> None:
+    def extend(self, new_kv: np.ndarray, key: Hashable, logits: dict[str, np.ndarray]) -> None:
         """Append one turn's keys/values (N, L, 2, hidden)."""
         need = self.length + len(new_kv)
         if need > len(self.kv):
-            grown = np.empty((max(need, 2 * len(self.kv)), *self.kv.shape[1:]), dtype=self.kv.dtype)
+            rows = max(need, min(2 * len(self.kv), self.max_rows or 2 * len(self.kv)))
+            grown = np.empty((rows, *self.kv.shape[1:]), dtype=self.kv.dtype)
             grown[: self.length] = self.kv[: self.length]
             self.kv = grown
         self.kv[self.length : need] = new_kv
         self.length = need
-        self.seqs.append(seq)
+        self.keys.append(key)
         self.last_logits = logits
 
     @classmethod
-    def fresh(cls, anchor_seq: int, seqs: Sequence[int], kv: np.ndarray, logits: dict[str, np.ndarray],
-              spare: int = 64) -> CallState:
+    def fresh(cls, anchor_seq: int, keys: Sequence[Hashable], kv: np.ndarray, logits: dict[str, np.ndarray],
+              spare: int = 64, max_rows: int | None = None) -> CallState:
         """A state holding ``kv`` (T, L, 2, hidden) of a whole span, with ``spare`` rows to grow into."""
-        buf = np.empty((len(kv) + spare, *kv.shape[1:]), dtype=np.float32)
+        rows = len(kv) + spare if max_rows is None else max(len(kv), min(len(kv) + spare, max_rows))
+        buf = np.empty((rows, *kv.shape[1:]), dtype=np.float32)
         buf[: len(kv)] = kv
-        return cls(anchor_seq=anchor_seq, seqs=list(seqs), kv=buf, length=len(kv), last_logits=logits)
+        return cls(anchor_seq=anchor_seq, keys=list(keys), kv=buf, length=len(kv), last_logits=logits,
+                   max_rows=max_rows)
 
 
 @dataclass
@@ -135,37 +137,47 @@ def split_outputs(requests: Sequence[StepRequest], logits: dict[str, np.ndarray]
     return out
 
 
-def plan_turn(state: CallState | None, seqs: Sequence[int], turn_ids: Sequence[list[int]], anchor: int,
+def span_start_from(lengths: Sequence[int], anchor: int, window: Any) -> int:
+    """Where the newest turn's span starts, replaying the span rule over every turn after ``anchor``
+    (a span start recorded for some earlier turn): the answer :func:`turnwise.window.plan_spans`
+    gives, even when turns after the anchor were never scored (a timed-out turn, another replica)."""
+    from turnwise.window import span_start
+
+    start = anchor
+    for i in range(anchor + 1, len(lengths)):
+        start = span_start(lengths[: i + 1], start, window)
+    return start
+
+
+def plan_turn(state: CallState | None, keys: Sequence[Hashable], turn_ids: Sequence[list[int]], anchor: int,
               window: Any, kv_shape: tuple[int, int, int]) -> tuple[StepRequest | None, int, str]:
     """What scoring the newest turn of a stored window takes, given the call's cached state (if any).
 
-    ``seqs``/``turn_ids``: the window's turns, oldest first, the new turn last; ``anchor``: index in
-    it of the current span's first turn. Returns ``(request, start, mode)``: ``start`` is the index of
-    the first turn of the new turn's span (the span rule of :func:`turnwise.window.span_start`), and
+    ``keys``/``turn_ids``: the window's turns (identities, token ids), oldest first, the new turn
+    last; ``anchor``: index in it of a recorded span start. Returns ``(request, start, mode)``:
+    ``start`` is the index of the first turn of the new turn's span (:func:`span_start_from`), and
 
     - ``"cached"``: the state already holds the new turn (a duplicate retry): no request, no change;
     - ``"incremental"``: the state holds exactly the span's earlier turns: encode the new turn only;
     - ``"rebuilt"``: anything else (no state, a re-anchor, a gap): encode the span's turns in one pass.
     """
-    from turnwise.window import span_start
-
-    lengths = [len(t) for t in turn_ids]
-    start = anchor + span_start(lengths[anchor:], 0, window)
-    span = list(seqs[start:])
-    if state is not None and state.anchor_seq == span[0]:
-        if state.seqs == span:
+    start = span_start_from([len(t) for t in turn_ids], anchor, window)
+    span = list(keys[start:])
+    if state is not None:
+        if state.keys == span:
             return None, start, "cached"
-        if state.seqs == span[:-1]:
+        if state.keys == span[:-1]:
             return StepRequest([list(turn_ids[-1])], state.past()), start, "incremental"
     empty = np.zeros((0, *kv_shape), dtype=np.float32)
     return StepRequest([list(t) for t in turn_ids[start:]], empty), start, "rebuilt"
 
 
-def advance(state: CallState | None, mode: str, seqs: Sequence[int], start: int,
-            logits: dict[str, np.ndarray], new_kv: np.ndarray) -> CallState:
-    """The call's state after a step: ``logits`` {task: (turns, C)} and ``new_kv`` from :func:`split_outputs`."""
+def advance(state: CallState | None, mode: str, keys: Sequence[Hashable], start: int, anchor_seq: int,
+            logits: dict[str, np.ndarray], new_kv: np.ndarray, max_rows: int | None = None) -> CallState:
+    """The call's state after a step: ``logits`` {task: (turns, C)} and ``new_kv`` from :func:`split_outputs`;
+    ``anchor_seq`` is the seq of ``keys[start]``."""
     last = {t: v[-1] for t, v in logits.items()}
     if mode == "incremental" and state is not None:
-        state.extend(new_kv, int(seqs[-1]), last)
+        state.extend(new_kv, keys[-1], last)
         return state
-    return CallState.fresh(int(seqs[start]), [int(s) for s in seqs[start:]], new_kv, last)
+    return CallState.fresh(anchor_seq, list(keys[start:]), new_kv, last, max_rows=max_rows)

@@ -127,7 +127,8 @@ def replay(run: StepRunner, probes: DialogueProbes, tasks: Sequence[str], kv_sha
             request, start, mode = plan_turn(state, seqs, turns[: t + 1], anchor, probes.window, kv_shape)
             assert request is not None  # every turn is new here
             logits, new_kv = split_outputs([request], *run(step_feed([request], kv_shape, pad)))[0]
-            state, anchor = advance(state, mode, seqs, start, logits, new_kv), start
+            state = advance(state, mode, seqs, start, start, logits, new_kv, probes.window.max_context_tokens)
+            anchor = start
             for task in tasks:
                 parts[logits_output(task)].append(np.asarray(logits[task][-1:], dtype=np.float64))
     return {k: np.concatenate(v) for k, v in parts.items()}

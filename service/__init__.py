@@ -1,6 +1,6 @@
 """turnwise service: real-time scoring of live calls over REST and WebSocket.
 
-- :mod:`service.app` -- ``create_app()``: settings, store, engine and batcher built in the lifespan.
+- :mod:`service.app` -- ``create_app()``: settings, store, engine (with its micro-batcher) built in the lifespan.
 - :mod:`service.store` -- the rolling window store (embedded or Redis).
 - :mod:`service.batcher` -- the micro-batcher with admission control and per-request deadlines.
 - :mod:`service.engine` -- the loaded model bundle, inference off the event loop, hot reload.

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batcher import MicroBatcher
 from service.config import Settings
 from service.engine import Engine
 from service.errors import ErrorKind, ServiceError, count_failure, install_handlers
@@ -103,18 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.error("cannot serve bundle %s: %s", settings.bundle, err)
             raise
         store = open_store(settings)
-        batcher = MicroBatcher(
-            engine.infer,
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_s=settings.max_batch_wait_ms / 1000.0,
-            max_queue=settings.max_queue,
-            retry_after_s=settings.retry_after_s,
-            metrics=metrics,
-        )
-        batcher.start()
-        app.state.engine, app.state.store, app.state.batcher = engine, store, batcher
-        app.state.pipeline = Pipeline(settings, store, engine, batcher, metrics, tracing)
+        app.state.engine, app.state.store = engine, store
+        app.state.pipeline = Pipeline(settings, store, engine, metrics, tracing)
         watcher: asyncio.Task[Any] | None = None
         if settings.reload_poll_s > 0:
             watcher = asyncio.create_task(engine.watch(settings.reload_poll_s), name="turnwise-bundle-watch")
@@ -133,8 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await begin_drain(app, settings.shutdown_grace_s)
-            await batcher.stop()
-            engine.close()
+            await engine.stop()
             await store.close()
             tracing.shutdown()
             log.info("turnwise stopped")

@@ -1,4 +1,8 @@
-"""The model engine: the loaded bundle, inference off the event loop, and hot reload.
+"""The model engine: the loaded bundle, one call per turn, inference off the event loop, hot reload.
+
+:meth:`Engine.score` is what the serving path calls for every turn: it tokenizes (behind a per-turn
+token cache), keeps the per-call state of streaming bundles (:mod:`service.streaming`) and queues
+the work on its private micro-batcher (:mod:`service.batcher`), whose batches run here.
 
 Inference runs on one dedicated worker thread (ONNX Runtime releases the GIL and spreads one batch
 over its own intra-op threads), so the event loop keeps accepting, storing and answering while a
@@ -25,6 +29,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,7 +41,9 @@ import numpy as np
 
 from bundle.loader import BundleError, LoadedBundle, load_bundle
 from bundle.streaming import StepRequest
+from service.batcher import MicroBatcher
 from service.errors import ErrorKind, ServiceError
+from service.streaming import StreamScorer
 from turnwise.errors import TurnwiseError
 from turnwise.names import BUNDLE_MANIFEST
 from turnwise.scoring import decode
@@ -147,6 +154,17 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnwise-infer")
         self.batches = 0  # model calls made (tests check that expired requests are never computed)
         self._tokenizers: weakref.WeakKeyDictionary[LoadedBundle, CachedTokenizer] = weakref.WeakKeyDictionary()
+        # The engine's private queue: every model call of the service goes through it.
+        self.batcher = MicroBatcher(
+            self.infer,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_s=settings.max_batch_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            retry_after_s=settings.retry_after_s,
+            metrics=metrics,
+        )
+        self.streams = StreamScorer(self, self.batcher, int(settings.state_cache_mb * 2**20), metrics)
 
     # --- loading ---------------------------------------------------------------------------------
     def _load_checked(self, path: Path) -> LoadedBundle:
@@ -171,6 +189,7 @@ class Engine:
 
     def _install(self, bundle: LoadedBundle, fingerprint: str) -> None:
         self._bundle, self._fingerprint, self._rejected = bundle, fingerprint, None
+        self.streams.keep_only(bundle)
         if self.metrics is not None:
             self.metrics.set_model(str(bundle.name), str(bundle.version), str(bundle.variant))
 
@@ -180,10 +199,12 @@ class Engine:
         return self._load_checked(self.path)
 
     async def start(self) -> None:
-        """Load the configured bundle; a bundle that fails its checks stops the service from starting."""
+        """Load the configured bundle (one that fails its checks stops the service from starting) and
+        start the micro-batcher."""
         fingerprint = bundle_fingerprint(self.path)
         bundle = await asyncio.to_thread(self._load_checked, self.path)
         self._install(bundle, fingerprint)
+        self.batcher.start()
         log.info(
             "serving bundle %s %s (variant %s, providers %s) from %s",
             bundle.name,
@@ -320,6 +341,29 @@ class Engine:
         self.batches += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.compute, bundle, seqs)
+
+    async def score(self, bundle: LoadedBundle, dialogue_id: str, window: list[Any], anchor: int | None,
+                    deadline: float) -> tuple[dict[str, Any], dict[str, float], int | None, int]:
+        """One turn of a live call: the stored ``window`` (the new turn last) -> (decoded row, timings in
+        ms: tokenize, queue, inference -- plus the step mode for a streaming bundle --, the span anchor
+        to record (streaming bundles), turns the model saw). Tokenizing, the per-call state and the
+        batching of every call's work happen here."""
+        if bundle.streaming:
+            return await self.streams.score_turn(bundle, dialogue_id, window, anchor, deadline)
+        t = time.perf_counter()
+        ids = self.encode(bundle, [window])[0]
+        tokenize_ms = (time.perf_counter() - t) * 1000
+        row, timings = await self.batcher.submit(bundle, ids, deadline)
+        return row, {"tokenize": tokenize_ms, **timings}, None, len(window)
+
+    def forget(self, dialogue_id: str) -> None:
+        """The call ended: drop its cached state."""
+        self.streams.forget(dialogue_id)
+
+    async def stop(self) -> None:
+        """Finish what is queued (graceful drain), then stop the inference thread."""
+        await self.batcher.stop()
+        self.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

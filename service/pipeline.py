@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Any
 from service.errors import ErrorKind, ServiceError
 from service.logs import bound_dialogue
 from service.schemas import FeedbackIn, ScoreIn
-from service.streaming import StreamScorer
 from service.tracing import Tracing, now_ns
 from turnwise.tasks import TaskType
 from turnwise.window import windows_of
 
 if TYPE_CHECKING:
-    from service.batcher import MicroBatcher
     from service.config import Settings
     from service.engine import Engine
     from service.metrics import Metrics
@@ -40,16 +38,15 @@ def _ms(since: float) -> float:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: WindowStore, engine: Engine, batcher: MicroBatcher, metrics: Metrics,
+    def __init__(self, settings: Settings, store: WindowStore, engine: Engine, metrics: Metrics,
                  tracing: Tracing | None = None):
         self.settings = settings
         self.tracing = tracing or Tracing()
         self.store = store
         self.engine = engine
-        self.batcher = batcher
+        self.batcher = engine.batcher  # admission control (the queue itself is the engine's)
         self.metrics = metrics
         self.budget_s = settings.latency_budget_ms / 1000.0
-        self.streams = StreamScorer(engine, batcher, int(settings.state_cache_mb * 2**20), metrics)
 
     def check_text(self, text: str) -> None:
         if len(text) > self.settings.max_text_chars:
@@ -116,20 +113,12 @@ class Pipeline:
                     self._observe(endpoint, "duplicate", timings)
                     return {**appended.result, "timings_ms": timings}
                 submitted = now_ns()
-                anchor: int | None = None
-                if bundle.streaming:
-                    row, batch_timings, anchor, window_turns = await self.streams.score_turn(
-                        bundle, dialogue_id, appended.window, appended.anchor, deadline)
-                    tokenize_ms = batch_timings.pop("tokenize")
-                else:
-                    t = time.perf_counter()
-                    with self.tracing.span("tokenize"):
-                        ids = self.engine.encode(bundle, [appended.window])[0]
-                    tokenize_ms = _ms(t)
-                    submitted = now_ns()
-                    row, batch_timings = await self.batcher.submit(bundle, ids, deadline)
-                    window_turns = len(appended.window)
-                self.tracing.record_batch(submitted, batch_timings)
+                row, batch_timings, anchor, window_turns = await self.engine.score(
+                    bundle, dialogue_id, appended.window, appended.anchor, deadline)
+                tokenize_ms = batch_timings.pop("tokenize")
+                tokenized = submitted + int(tokenize_ms * 1e6)
+                self.tracing.record("tokenize", submitted, tokenized)
+                self.tracing.record_batch(tokenized, batch_timings)
                 body = {
                     "dialogue_id": dialogue_id,
                     "seq": seq,
@@ -216,7 +205,7 @@ class Pipeline:
         n_spans = len(req.turns) if req.all else 1  # admission weight: at most one pass per turn
         with self.tracing.span("score", {"turnwise.endpoint": "score"}), self.batcher.admit(weight=n_spans):
             t = time.perf_counter()
-            rows = await self.streams.score_dialogue(bundle, req.turns, deadline, every=req.all)
+            rows = await self.engine.streams.score_dialogue(bundle, req.turns, deadline, every=req.all)
             model_ms = _ms(t)
         model = {"name": str(bundle.name), "version": str(bundle.version)}
         timings = {"inference": model_ms, "total": _ms(started)}
@@ -247,7 +236,7 @@ class Pipeline:
 
     async def end(self, dialogue_id: str) -> None:
         await self.store.delete(dialogue_id)
-        self.streams.forget(dialogue_id)
+        self.engine.forget(dialogue_id)
 
     async def feedback(self, fb: FeedbackIn) -> tuple[str, bool]:
         """Append the feedback to the stream; returns (entry id, whether the turn's window was attached)."""

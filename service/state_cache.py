@@ -64,6 +64,11 @@ class StateCache:
             del self._items[key]
             self.bytes -= self._sizes.pop(key)
 
+    def keep_only(self, bundle_key: str) -> None:
+        """Drop every state that belongs to another bundle (after a reload)."""
+        for key in [k for k in self._items if k[0] != bundle_key]:
+            self.discard(key)
+
     def drop_dialogue(self, dialogue_id: str) -> None:
         for key in [k for k in self._items if k[1] == dialogue_id]:
             self.discard(key)

@@ -6,11 +6,15 @@ Per turn, under a per-call lock (a call's turns are steps of one chain, so they 
    engine's tokenizer cache makes the earlier turns free);
 2. the span's anchor: the later of the one recorded in the store (Redis meta ``anchor``) and the one
    of this replica's cached state;
-3. :func:`bundle.streaming.plan_turn` decides: ``incremental`` (the cached state holds exactly the
+3. :func:`bundle.streaming.plan_turn` replays the span rule from that anchor and decides (turns are
+   matched by seq and the digest of speaker + text, so a re-used call id never meets old state): ``incremental`` (the cached state holds exactly the
    span's earlier turns: encode the new turn only), ``rebuilt`` (no state here -- a new call, a
    replica hop, an eviction, a reload -- or a re-anchor: encode the span in one pass), or
    ``cached`` (a duplicate retry of the turn the state already holds: nothing runs, nothing advances);
 4. the step rides the micro-batcher with every other call's steps; the state is cached again.
+
+Time spent waiting for the call's previous turn counts as ``queue``; a turn whose budget ran out
+while waiting is answered ``deadline_exceeded`` without running.
 
 ``timings_ms`` of the turn carries the model time under the mode's name (``incremental``,
 ``rebuilt`` or ``cached``), and the ``turnwise_stream_steps_total{mode}`` counter counts them.
@@ -19,6 +23,7 @@ Per turn, under a per-call lock (a call's turns are steps of one chain, so they 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import weakref
 from asyncio import Lock
@@ -28,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bundle.streaming import StepRequest, advance, plan_turn
+from service.errors import ErrorKind, ServiceError
 from service.state_cache import StateCache
-from turnwise.names import StoredTurn
+from turnwise.names import StoredTurn, turn_digest
 from turnwise.scoring import decode
 from turnwise.window import plan_spans
 
@@ -40,17 +46,26 @@ if TYPE_CHECKING:
     from service.metrics import Metrics
 
 
+_loads = itertools.count()
+_serials: weakref.WeakKeyDictionary[LoadedBundle, int] = weakref.WeakKeyDictionary()
+
+
 def bundle_key(bundle: LoadedBundle) -> str:
-    return f"{bundle.name}@{bundle.version}:{bundle.variant}:{id(bundle)}"
+    """Names one loaded bundle for as long as it lives (a reload of the same version gets a new key)."""
+    serial = _serials.get(bundle)
+    if serial is None:
+        serial = _serials[bundle] = next(_loads)
+    return f"{bundle.name}@{bundle.version}:{bundle.variant}#{serial}"
 
 
 def anchor_index(seqs: Sequence[int], anchors: Sequence[int | None]) -> int:
-    """Index of the span's first turn in the window: the latest known anchor present in it (else 0)."""
-    known = [a for a in anchors if a is not None]
+    """Index in the window of the latest known span start (0 when none is known or plausible: an
+    anchor past the newest turn belongs to something else, e.g. an earlier call with the same id)."""
+    known = [a for a in anchors if a is not None and a <= seqs[-1]]
     if not known:
         return 0
     anchor = max(known)
-    return next((i for i, s in enumerate(seqs) if s >= anchor), len(seqs) - 1)
+    return next(i for i, s in enumerate(seqs) if s >= anchor)
 
 
 class StreamScorer:
@@ -73,25 +88,32 @@ class StreamScorer:
                          deadline: float) -> tuple[dict[str, Any], dict[str, float], int, int]:
         """-> (decoded row, timings ms, anchor seq of the turn's span, turns in the span)."""
         lock = self._lock(dialogue_id)  # held in a local: the weak dictionary keeps it while we wait
-        async with lock:
+        waiting = time.perf_counter()
+        async with lock:  # the call's previous turn first: its state is this one's past
             t0 = time.perf_counter()
+            lock_ms = (t0 - waiting) * 1000
+            if time.monotonic() >= deadline:
+                raise ServiceError(ErrorKind.deadline_exceeded,
+                                   f"latency budget exceeded waiting for the call's previous turn ({lock_ms:.0f} ms)")
             ids = self.engine.turn_ids(bundle, window)
             seqs = [t.seq for t in window]
+            keys = [(t.seq, turn_digest(t.speaker, t.text)) for t in window]
             key = (bundle_key(bundle), dialogue_id)
             state = self.cache.get(key)
             self._count_lookup(state is not None)
             start_i = anchor_index(seqs, [stored_anchor, state.anchor_seq if state is not None else None])
-            request, start, mode = plan_turn(state, seqs, ids, start_i, bundle.window, bundle.kv_shape)
+            request, start, mode = plan_turn(state, keys, ids, start_i, bundle.window, bundle.kv_shape)
             timings = {"tokenize": (time.perf_counter() - t0) * 1000}
             if request is None:
                 assert state is not None
                 logits = {t: v[None] for t, v in state.last_logits.items()}
-                timings.update(queue=0.0, inference=0.0, cached=0.0)
+                timings.update(queue=lock_ms, inference=0.0, cached=0.0)
             else:
                 (logits, new_kv), bt = await self.batcher.submit(bundle, request, deadline)
-                state = advance(state, mode, seqs, start, logits, new_kv)
+                state = advance(state, mode, keys, start, seqs[start], logits, new_kv,
+                                max_rows=bundle.window.max_context_tokens)
                 self.cache.put(key, state)
-                timings.update(queue=bt["queue"], inference=bt["inference"])
+                timings.update(queue=lock_ms + bt["queue"], inference=bt["inference"])
                 timings[mode] = bt["inference"]
             self._count_step(mode)
             row = decode(bundle.schema, {t: np.asarray(v[-1:], dtype=np.float32) for t, v in logits.items()})[0]
@@ -117,6 +139,11 @@ class StreamScorer:
 
     def forget(self, dialogue_id: str) -> None:
         self.cache.drop_dialogue(dialogue_id)
+        self._gauge()
+
+    def keep_only(self, bundle: LoadedBundle) -> None:
+        """A new bundle is serving: the states of any other bundle can never be used again."""
+        self.cache.keep_only(bundle_key(bundle))
         self._gauge()
 
     def _count_lookup(self, hit: bool) -> None:

@@ -63,8 +63,9 @@ class WindowStore(ABC):
         """Store the result of ``seq`` if it is still the last turn (a later turn's result wins).
 
         ``anchor`` (streaming bundles): the seq of the first turn of the span that scored ``seq``. It is
-        recorded whatever the result's fate (the later of the stored and the given one wins) and the
-        window drops its turns before it: a streaming window holds exactly the turns of its span."""
+        recorded whatever the result's fate when it belongs to this call (``anchor <= seq <= last_seq``;
+        the later of the stored and the given one wins) and the window drops its turns before it: a
+        streaming window holds exactly the turns of its span."""
 
     @abstractmethod
     async def get(self, dialogue_id: str) -> DialogueState | None:

@@ -82,7 +82,9 @@ class MemoryStore(WindowStore):
     async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
                          anchor: int | None = None) -> bool:
         entry = self._live(dialogue_id, time.monotonic())
-        if entry is not None and anchor is not None:
+        # A span start of this call's turns only (a late write for an earlier call with the same id has a
+        # seq past the window's; an anchor never lies after the turn it was computed for).
+        if entry is not None and anchor is not None and anchor <= seq <= entry.last_seq:
             entry.anchor = anchor if entry.anchor is None else max(entry.anchor, anchor)
             while entry.turns and entry.turns[0].seq < entry.anchor:
                 entry.turns.popleft()

@@ -62,10 +62,13 @@ return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1), anchor}
 """
 
 # KEYS: meta, turns. ARGV: seq, result JSON, model, ttl_s, anchor or "". The result is written only
-# while seq is still the last turn; the anchor (streaming bundles) always, the later one winning, and
-# the window drops the turns before it.
+# while seq is still the last turn; the anchor (streaming bundles) whenever it is one of this call's
+# (anchor <= seq <= last_seq: a late write for an earlier call with the same id is ignored), the later
+# one winning, and the window drops the turns before it.
 SET_RESULT_LUA = """
-if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then
+local last_seq = redis.call('HGET', KEYS[1], 'last_seq')
+if ARGV[5] ~= '' and last_seq and tonumber(ARGV[5]) <= tonumber(ARGV[1])
+    and tonumber(ARGV[1]) <= tonumber(last_seq) then
   local anchor = tonumber(ARGV[5])
   local old = tonumber(redis.call('HGET', KEYS[1], 'anchor') or '-1')
   if old > anchor then anchor = old end
