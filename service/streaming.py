@@ -7,8 +7,9 @@ Per turn, under a per-call lock (a call's turns are steps of one chain, so they 
 2. the span's anchor: the later of the one recorded in the store (Redis meta ``anchor``) and the one
    of this replica's cached state;
 3. :func:`bundle.streaming.plan_turn` replays the span rule from that anchor and decides (turns are
-   matched by seq and the digest of speaker + text, so a re-used call id never meets old state): ``incremental`` (the cached state holds exactly the
-   span's earlier turns: encode the new turn only), ``rebuilt`` (no state here -- a new call, a
+   matched by seq and the digest of speaker + text, so a re-used call id never meets old state):
+   ``incremental`` (the cached state holds exactly the span's earlier turns: encode the new turn
+   only), ``rebuilt`` (no state here -- a new call, a
    replica hop, an eviction, a reload -- or a re-anchor: encode the span in one pass), or
    ``cached`` (a duplicate retry of the turn the state already holds: nothing runs, nothing advances);
 4. the step rides the micro-batcher with every other call's steps; the state is cached again.
@@ -42,7 +43,6 @@ from turnwise.window import plan_spans
 if TYPE_CHECKING:
     from bundle.loader import LoadedBundle
     from service.batcher import MicroBatcher
-    from service.engine import Engine
     from service.metrics import Metrics
 
 
@@ -69,7 +69,8 @@ def anchor_index(seqs: Sequence[int], anchors: Sequence[int | None]) -> int:
 
 
 class StreamScorer:
-    def __init__(self, engine: Engine, batcher: MicroBatcher, cache_bytes: int, metrics: Metrics | None = None):
+    def __init__(self, engine: Any, batcher: MicroBatcher, cache_bytes: int, metrics: Metrics | None = None):
+        """``engine``: what tokenizes turns (:meth:`service.engine.Engine.turn_ids`, the engine owning this)."""
         self.engine = engine
         self.batcher = batcher
         self.cache = StateCache(cache_bytes)
