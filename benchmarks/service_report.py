@@ -17,6 +17,7 @@ from benchmarks.service_readings import cpu_split, headline
 from benchmarks.service_streaming import RUN_PREFIX, STREAM_RUNS, streaming_results
 from benchmarks.service_sweeps import Clock, Sweeps
 from harness.machine import loadavg, machine_facts
+from service.config import Settings
 
 
 def hardware() -> dict[str, Any]:
@@ -126,9 +127,10 @@ def build_result(args: argparse.Namespace, sweeps: Sweeps, compute: dict[str, An
                 "store": "redis",
             },
             "turnwise_streaming_settings": {
-                "variants": [v for _k, v, _ws in STREAM_RUNS],
-                "state_cache_mb": "512 (TURNWISE_STATE_CACHE_MB default)",
-                "stream_batch_size": "1 (TURNWISE_STREAM_BATCH_SIZE default)",
+                "runs": {k: {"variant": v, "websocket": ws, "settings": e or "defaults"}
+                         for k, v, ws, e in STREAM_RUNS},
+                "state_cache_mb": f"{Settings().state_cache_mb:g} (TURNWISE_STATE_CACHE_MB default)",
+                "stream_batch_size": f"{Settings().stream_batch_size} (TURNWISE_STREAM_BATCH_SIZE default)",
                 "max_batch_size": args.max_batch_size,
                 "store": "redis (the same redis-server)",
             } if stream else None,

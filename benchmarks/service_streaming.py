@@ -21,8 +21,14 @@ from benchmarks.service_readings import headline, scrape_stage_means
 if TYPE_CHECKING:
     from benchmarks.service_sweeps import Clock, Sweeps, Turnwise
 
-# (key in turnwise_streaming_runs, variant, over WebSocket); the int8 runs share one server process.
-STREAM_RUNS = (("int8_rest", "int8", False), ("int8_ws", "int8", True), ("fp32_rest", "fp32", False))
+# (key in turnwise_streaming_runs, variant, over WebSocket, server settings beyond the defaults); runs
+# with the same variant and settings share one server process. The last one measures the other end of
+# the CPU trade-off on a small machine: one intra-op thread that never spins, leaving the other core to
+# the event loop and the store client.
+ONE_THREAD = {"TURNWISE_INTRA_OP_THREADS": "1", "TURNWISE_INTRA_OP_SPINNING": "false"}
+STREAM_RUNS: tuple[tuple[str, str, bool, dict[str, str]], ...] = (
+    ("int8_rest", "int8", False, {}), ("int8_ws", "int8", True, {}), ("fp32_rest", "fp32", False, {}),
+    ("int8_rest_1thread", "int8", False, ONE_THREAD), ("int8_ws_1thread", "int8", True, ONE_THREAD))
 RUN_PREFIX = "turnwise_streaming_"  # the runs' names in sweeps.runs (stages, one_stream, cpu_split)
 GOAL = {"tps_at_p99_100ms": 300, "ratio": 4, "p99_ms_1stream": 15}
 
@@ -35,8 +41,10 @@ def sweep_streaming(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Cl
     """The streaming runs, each a one-stream measurement then the open-loop sweep (WebSocket: the sweep
     starts at 70% of the REST run's max rate, as for the flat bundle)."""
     served = sweeps.stream_variants
-    for variant in ("int8", "fp32"):
-        keys = [k for k, v, _ws in STREAM_RUNS if v == variant and run_name(k) in clock.plan]
+    servers = list(dict.fromkeys((v, tuple(sorted(e.items()))) for _k, v, _ws, e in STREAM_RUNS))
+    for variant, extra in servers:
+        keys = [k for k, v, _ws, e in STREAM_RUNS
+                if (v, tuple(sorted(e.items()))) == (variant, extra) and run_name(k) in clock.plan]
         if not keys:
             continue
         if variant not in served:
@@ -45,7 +53,7 @@ def sweep_streaming(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Cl
                 sweeps.skipped[run_name(k)] = f"the streaming bundle has no {variant} variant (export: {served})"
             continue
         try:
-            run_variant(args, tw, variant, keys, tmp, clock, sweeps)
+            run_variant(args, tw, variant, keys, tmp, clock, sweeps, dict(extra))
         except (RuntimeError, subprocess.SubprocessError, OSError) as err:  # the flat results still count
             log(f"turnwise streaming {variant} failed: {err!r}")
             for k in keys:
@@ -54,9 +62,10 @@ def sweep_streaming(args: argparse.Namespace, tw: Turnwise, tmp: Path, clock: Cl
 
 
 def run_variant(args: argparse.Namespace, tw: Turnwise, variant: str, keys: list[str], tmp: Path, clock: Clock,
-                sweeps: Sweeps) -> None:
-    """One server process serving ``variant`` of the streaming bundle; the runs ``keys`` against it."""
-    env = {**tw.env, "TURNWISE_VARIANT": variant}
+                sweeps: Sweeps, extra: dict[str, str]) -> None:
+    """One server process serving ``variant`` of the streaming bundle (``extra`` settings); the runs
+    ``keys`` against it."""
+    env = {**tw.env, "TURNWISE_VARIANT": variant, **extra}
     rest_best = 20.0
     with server(f"turnwise-stream-{variant}", [sys.executable, "-m", "service.serve"], env, tw.port, tmp) as proc:
         for key in keys:
@@ -74,7 +83,7 @@ def run_variant(args: argparse.Namespace, tw: Turnwise, variant: str, keys: list
                 **load_options(args))
             if not ws:
                 rest_best = headline(sweeps.runs[name])["max_tps_at_p99_100ms"] or 20.0
-        sweeps.stream_stage_means[variant] = scrape_stage_means(tw.url)
+        sweeps.stream_stage_means[variant + ("_1thread" if extra else "")] = scrape_stage_means(tw.url)
 
 
 # --- compute per turn ------------------------------------------------------------------------------
@@ -146,13 +155,13 @@ def streaming_results(runs: dict[str, dict[str, Any]], skipped: dict[str, str], 
     """The results file's streaming keys: the best REST variant, every run, the ratios and the goal."""
     out: dict[str, Any] = {}
     per_run: dict[str, Any] = {}
-    for key, variant, ws in STREAM_RUNS:
+    for key, variant, ws, extra in STREAM_RUNS:
         name = run_name(key)
         if name in runs:
-            per_run[key] = run_headline(runs[name], variant, "ws" if ws else "rest")
+            per_run[key] = {**run_headline(runs[name], variant, "ws" if ws else "rest"), "settings": extra}
         elif name in skipped:
             per_run[key] = {"skipped": skipped[name], "variant": variant}
-    rest = {k: r for k, r in per_run.items() if k.endswith("_rest") and "skipped" not in r}
+    rest = {k: r for k, r in per_run.items() if "_rest" in k and "skipped" not in r}
     if not per_run:
         return {}
     best_key = max(rest, key=lambda k: (rest[k]["max_tps_at_p99_100ms"], rest[k]["max_tps_at_p99_1s"]), default=None)

@@ -223,7 +223,7 @@ def plan_runs(args: argparse.Namespace, clock: Clock, stream_bundle: Path | None
 
     names = ["turnwise", *([] if args.no_ws else ["turnwise_ws"]), "naive"]
     if stream_bundle is not None:
-        names += [run_name(k) for k, _v, ws in STREAM_RUNS if not (ws and args.no_ws)]
+        names += [run_name(k) for k, _v, ws, _e in STREAM_RUNS if not (ws and args.no_ws)]
     clock.plan = {n: SWEEP_CAP_S[n] for n in names}
     if not args.no_profile:
         clock.plan["profile"] = args.stage_s + 5  # one fixed-rate stage

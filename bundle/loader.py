@@ -264,7 +264,8 @@ class LoadedBundle:
 
 
 def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cpu", warmup: bool = True,
-                intra_op_threads: int | None = None, cache_dir: str | Path | None = None) -> LoadedBundle:
+                intra_op_threads: int | None = None, cache_dir: str | Path | None = None,
+                spinning: bool = True) -> LoadedBundle:
     """Verify the bundle at ``path`` and open ``variant`` on ``providers`` ("cpu" | "cuda" | "tensorrt").
 
     ``cache_dir``: TensorRT engine/timing cache (default ``$TURNWISE_TRT_CACHE_DIR`` or
@@ -296,6 +297,7 @@ def load_bundle(path: str | Path, *, variant: str = "auto", providers: str = "cp
         intra_op_threads=intra_op_threads,
         cache_dir=trt_cache,
         fp16=chosen == "fp16",  # TensorRT may pick fp16 kernels only for the variant whose parity allows them
+        spinning=spinning,
     )
     bundle = LoadedBundle(root, manifest, chosen, provider_key, session, tokenizer)
     if warmup:

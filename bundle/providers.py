@@ -92,7 +92,7 @@ def provider_list(providers: str, *, input_names: list[str], max_tokens: int, ca
     return [trt, cuda, cpu]
 
 
-def session_options(intra_op_threads: int | None = None) -> Any:
+def session_options(intra_op_threads: int | None = None, spinning: bool = True) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -101,6 +101,9 @@ def session_options(intra_op_threads: int | None = None) -> Any:
         if intra_op_threads < 1:
             raise ValueError("intra_op_threads must be >= 1")
         so.intra_op_num_threads = intra_op_threads
+    # Idle intra-op threads spin (busy-wait) for the next call by default: lower latency per call, but CPU
+    # the event loop and the store client then do not get on a small machine.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     # One request stream per process: inter-op parallelism only adds thread contention for BERT graphs.
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # errors only: TensorRT/CUDA fallback notices are checked explicitly
@@ -109,14 +112,14 @@ def session_options(intra_op_threads: int | None = None) -> Any:
 
 def create_session(model_path: Path, providers: str, *, input_names: list[str], max_tokens: int,
                    intra_op_threads: int | None = None, cache_dir: Path | None = None,
-                   fp16: bool = True) -> Any:
+                   fp16: bool = True, spinning: bool = True) -> Any:
     """An InferenceSession on ``providers``; raises if the requested provider did not come up."""
     import onnxruntime as ort
 
     key = check_choice(providers)
     require(key)
     plist = provider_list(key, input_names=input_names, max_tokens=max_tokens, cache_dir=cache_dir, fp16=fp16)
-    session = ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
+    session = ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads, spinning),
                                    providers=plist)
     got = session.get_providers()
     if not got or got[0] != ORT_NAMES[key]:

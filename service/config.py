@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads (default: the loader's choice, one per core)."
     )
+    intra_op_spinning: bool = Field(
+        True,
+        description="Let idle ONNX Runtime intra-op threads busy-wait for the next call (its default): a little "
+        "faster per call, but CPU taken from the event loop and the store client on a small machine.",
+    )
     reload_poll_s: float = Field(
         2.0,
         ge=0,

@@ -174,6 +174,7 @@ class Engine:
             providers=self.settings.providers,
             warmup=True,
             intra_op_threads=self.settings.intra_op_threads,
+            spinning=self.settings.intra_op_spinning,
         )
         if bundle.streaming:
             rows = bundle.predict([PROBE_WINDOW, PROBE_WINDOW[-1:]])
