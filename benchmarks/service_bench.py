@@ -24,7 +24,7 @@ Server and load generator share the same CPU cores (2 on the reference machine),
 generator's own CPU use is part of every figure; the JSON records it per stage. The whole run,
 bundle builds included, keeps within ``--max-minutes`` (see :class:`benchmarks.service_sweeps.Clock`).
 
-    python -m benchmarks.service_bench [--stage-s 8] [--max-minutes 14] [--call-turns 60]
+    python -m benchmarks.service_bench [--stage-s 8] [--max-minutes 18] [--call-turns 60]
                                        [--no-ws] [--no-streaming] [--no-profile]
 """
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     p.add_argument("--variant", default="fp32", help="flat bundle variant to serve")
     p.add_argument("--stage-s", type=float, default=8.0)
-    p.add_argument("--max-minutes", type=float, default=14.0, help="the whole run, bundle builds included")
+    p.add_argument("--max-minutes", type=float, default=18.0, help="the whole run, bundle builds included")
     p.add_argument("--call-turns", type=int, default=60,
                    help="turns per call (the sample calls joined end to end; 0 = each sample call as it is)")
     p.add_argument("--max-batch-size", type=int, default=8, help="the service default")

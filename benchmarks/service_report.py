@@ -172,7 +172,8 @@ def plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
 
     colors = {"turnwise": "tab:blue", "turnwise_ws": "tab:green", "naive": "tab:red",
               RUN_PREFIX + "int8_rest": "tab:purple", RUN_PREFIX + "int8_ws": "tab:orange",
-              RUN_PREFIX + "fp32_rest": "tab:brown"}
+              RUN_PREFIX + "fp32_rest": "tab:brown", RUN_PREFIX + "int8_rest_1thread": "tab:pink",
+              RUN_PREFIX + "int8_ws_1thread": "tab:olive"}
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for name, run in runs.items():
         stages = sorted(run.get("stages", []), key=lambda s: s["offered"])

@@ -29,6 +29,7 @@ ONE_THREAD = {"TURNWISE_INTRA_OP_THREADS": "1", "TURNWISE_INTRA_OP_SPINNING": "f
 STREAM_RUNS: tuple[tuple[str, str, bool, dict[str, str]], ...] = (
     ("int8_rest", "int8", False, {}), ("int8_ws", "int8", True, {}), ("fp32_rest", "fp32", False, {}),
     ("int8_rest_1thread", "int8", False, ONE_THREAD), ("int8_ws_1thread", "int8", True, ONE_THREAD))
+WEBSOCKET = {k: ws for k, _v, ws, _e in STREAM_RUNS}
 RUN_PREFIX = "turnwise_streaming_"  # the runs' names in sweeps.runs (stages, one_stream, cpu_split)
 GOAL = {"tps_at_p99_100ms": 300, "ratio": 4, "p99_ms_1stream": 15}
 
@@ -69,7 +70,7 @@ def run_variant(args: argparse.Namespace, tw: Turnwise, variant: str, keys: list
     rest_best = 20.0
     with server(f"turnwise-stream-{variant}", [sys.executable, "-m", "service.serve"], env, tw.port, tmp) as proc:
         for key in keys:
-            name, ws = run_name(key), key.endswith("_ws")
+            name, ws = run_name(key), WEBSOCKET[key]
             seconds = clock.share(name)
             if seconds is None:
                 sweeps.skipped[name] = f"not enough of --max-minutes left ({clock.remaining():.0f}s)"

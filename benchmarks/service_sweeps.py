@@ -27,7 +27,8 @@ from harness.redis import RedisServer
 
 # Most seconds of load sweep per run, and roughly what a run costs besides its sweep.
 SWEEP_CAP_S = {"turnwise": 150.0, "turnwise_ws": 100.0, "naive": 150.0, "turnwise_streaming_int8_rest": 150.0,
-               "turnwise_streaming_int8_ws": 100.0, "turnwise_streaming_fp32_rest": 100.0}
+               "turnwise_streaming_int8_ws": 100.0, "turnwise_streaming_fp32_rest": 100.0,
+               "turnwise_streaming_int8_rest_1thread": 120.0, "turnwise_streaming_int8_ws_1thread": 80.0}
 OVERHEAD_S = 15.0  # at 300 one-stream turns; see Clock.overhead_s
 REQUIRED = ("turnwise", "naive")  # run even when their share is short (the headline and its baseline)
 

@@ -38,7 +38,7 @@ class CallState:
     """A call's cached span: keys/values of its tokens, the turns they hold, the last turn's logits.
 
     ``keys`` identify the turns (the service uses (seq, digest of speaker + text), so a state never
-    matches another call that re-used the id); ``kv`` is a buffer with spare rows (grown by doubling,
+    matches another call that re-used the id); ``kv`` is a buffer with spare rows (grown by a quarter,
     never past ``max_rows``); ``kv[:length]`` is the state.
     """
 
@@ -60,7 +60,8 @@ class CallState:
         """Append one turn's keys/values (N, L, 2, hidden)."""
         need = self.length + len(new_kv)
         if need > len(self.kv):
-            rows = max(need, min(2 * len(self.kv), self.max_rows or 2 * len(self.kv)))
+            grow = len(self.kv) + max(32, len(self.kv) // 4)  # x1.25: the cache budget is bytes held
+            rows = max(need, min(grow, self.max_rows or grow))
             grown = np.empty((rows, *self.kv.shape[1:]), dtype=self.kv.dtype)
             grown[: self.length] = self.kv[: self.length]
             self.kv = grown
@@ -71,7 +72,7 @@ class CallState:
 
     @classmethod
     def fresh(cls, anchor_seq: int, keys: Sequence[Hashable], kv: np.ndarray, logits: dict[str, np.ndarray],
-              spare: int = 64, max_rows: int | None = None) -> CallState:
+              spare: int = 32, max_rows: int | None = None) -> CallState:
         """A state holding ``kv`` (T, L, 2, hidden) of a whole span, with ``spare`` rows to grow into."""
         rows = len(kv) + spare if max_rows is None else max(len(kv), min(len(kv) + spare, max_rows))
         buf = np.empty((rows, *kv.shape[1:]), dtype=np.float32)

@@ -15,6 +15,9 @@ process).
 - ``turnwise_stage_duration_seconds{stage}``: one histogram split by stage: queue (waiting for a batch),
   store (window append / result write), tokenize (window formatter + tokenizer), inference (the model
   call of the batch the request rode in). The same numbers come back to the client in ``timings_ms``.
+- Streaming bundles: ``turnwise_state_cache_lookups_total{result}`` (a call's cached keys/values
+  found or not), ``turnwise_stream_steps_total{mode}`` (incremental / rebuilt / cached turns),
+  ``turnwise_state_cache_evictions_total``, ``turnwise_state_cache_bytes``, ``turnwise_state_cache_entries``.
 """
 
 from __future__ import annotations
