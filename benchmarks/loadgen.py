@@ -321,7 +321,8 @@ async def run_stage(client: Client, calls: Calls, rate: float, args: argparse.Na
 
 
 async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Geometric ramp while a stage holds the loose SLO, then one bisection stage for each SLO's boundary."""
+    """Geometric ramp while a stage holds the loose SLO (a step down if none held the strict one), then
+    one bisection stage for each SLO's boundary."""
     stages: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.max_seconds
     rate = args.start_rate
@@ -335,6 +336,11 @@ async def sweep(client: Client, calls: Calls, args: argparse.Namespace) -> list[
         if not stage["passed_loose"]:
             break
         rate *= args.factor
+    # The start can already be past the strict SLO: step down until a stage holds it (not reported as 0).
+    rate = min(s["offered"] for s in stages) / args.factor**2 if stages else 0.0
+    while stages and not any(s["passed"] for s in stages) and rate >= 2.0 and time_left():
+        stages.append(await run_stage(client, calls, rate, args, len(stages)))
+        rate /= args.factor**2
     for key in ("passed", "passed_loose"):
         ok = [s["offered"] for s in stages if s[key]]
         bad = [s["offered"] for s in stages if not s[key] and (not ok or s["offered"] > max(ok))]
