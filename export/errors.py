@@ -29,3 +29,8 @@ class ParityError(ExportError):
         self.metric = metric
         self.value = value
         self.tolerance = tolerance
+
+    def to_record(self) -> dict[str, object]:
+        """How bundle.json records a variant left out for this failure (``rejected_variants``)."""
+        return {"error": str(self), "output": self.output, "metric": self.metric, "value": self.value,
+                "tolerance": self.tolerance}

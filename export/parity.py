@@ -91,20 +91,22 @@ def _spread(items: list[Any], k: int) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def build_probe_set(tokenizer: Any, window: WindowConfig, probe_data: Path | None = None,
-                    max_windows: int = MAX_PROBES) -> ProbeSet:
-    """Encoded probe windows: from ``probe_data``, else the project's sample, else the built-in dialogues."""
+def probe_dialogues(probe_data: Path | None = None) -> tuple[list[Any], str]:
+    """(each dialogue's turns, where they came from): ``probe_data``, else the project's sample, else
+    the built-in dialogues. Both probe sets (flat windows, streaming dialogues) start here."""
     if probe_data is not None:
         if not Path(probe_data).exists():
             raise ExportError(f"probe data not found: {probe_data}")
-        dialogues: list[Any] = [d.turns for d in read_jsonl(probe_data)]
-        source = str(probe_data)
-    elif SAMPLE_DIALOGUES.exists():
-        dialogues = [d.turns for d in read_jsonl(SAMPLE_DIALOGUES)]
-        source = "samples/dialogues.jsonl"
-    else:
-        dialogues = [[{"speaker": s, "text": t} for s, t in d] for d in BUILTIN_DIALOGUES]
-        source = "builtin"
+        return [d.turns for d in read_jsonl(probe_data)], str(probe_data)
+    if SAMPLE_DIALOGUES.exists():
+        return [d.turns for d in read_jsonl(SAMPLE_DIALOGUES)], "samples/dialogues.jsonl"
+    return [[{"speaker": s, "text": t} for s, t in d] for d in BUILTIN_DIALOGUES], "builtin"
+
+
+def build_probe_set(tokenizer: Any, window: WindowConfig, probe_data: Path | None = None,
+                    max_windows: int = MAX_PROBES) -> ProbeSet:
+    """Encoded probe windows from :func:`probe_dialogues`."""
+    dialogues, source = probe_dialogues(probe_data)
     windows = _spread(_windows_from(dialogues, window), max_windows)
     if not windows:
         raise ExportError(f"the probe set from {source} is empty")

@@ -271,8 +271,7 @@ def _ship_flat(ckpt: Checkpoint, arch: dict[str, Any], cfg: TurnwiseOnnxConfig, 
 
     def reject(variant: str, err: ParityError) -> None:
         (staging / VARIANT_FILES[variant]).unlink(missing_ok=True)
-        out.rejected[variant] = {"error": str(err), "output": err.output, "metric": err.metric,
-                                 "value": err.value, "tolerance": err.tolerance}
+        out.rejected[variant] = err.to_record()
 
     if "fp32" in variants:
         dst = staging / VARIANT_FILES["fp32"]

@@ -23,10 +23,9 @@ import torch
 
 from bundle.streaming import NEW_KV, advance, plan_turn, split_outputs, step_feed
 from export.errors import ExportError
-from export.parity import BUILTIN_DIALOGUES, SAMPLE_DIALOGUES
+from export.parity import probe_dialogues
 from trainer.model import TurnwiseModel
 from trainer.spans import turn_causal_mask
-from turnwise.dialogue import read_jsonl
 from turnwise.names import logits_output
 from turnwise.window import WindowConfig, plan_spans, turn_token_ids
 
@@ -62,17 +61,7 @@ class DialogueProbes:
 
 def build_dialogue_probes(tokenizer: Any, window: WindowConfig, probe_data: Path | None = None,
                           max_dialogues: int = MAX_PROBE_DIALOGUES) -> DialogueProbes:
-    if probe_data is not None:
-        if not Path(probe_data).exists():
-            raise ExportError(f"probe data not found: {probe_data}")
-        raw: list[Any] = [d.turns for d in read_jsonl(probe_data)]
-        source = str(probe_data)
-    elif SAMPLE_DIALOGUES.exists():
-        raw = [d.turns for d in read_jsonl(SAMPLE_DIALOGUES)]
-        source = "samples/dialogues.jsonl"
-    else:
-        raw = [[{"speaker": s, "text": t} for s, t in d] for d in BUILTIN_DIALOGUES]
-        source = "builtin"
+    raw, source = probe_dialogues(probe_data)
     dialogues = [turn_token_ids(list(turns), tokenizer, window) for turns in raw[:max_dialogues] if turns]
     if not dialogues:
         raise ExportError(f"the probe set from {source} is empty")

@@ -78,8 +78,7 @@ def ship_streaming(ckpt: Any, arch: dict[str, Any], opts: Any, ladder: list[Quan
             dst.unlink(missing_ok=True)
             if variant == "int8":
                 (staging / QUANTIZATION_FILE).unlink(missing_ok=True)
-            out.rejected[variant] = {"error": str(err), "output": err.output, "metric": err.metric,
-                                     "value": err.value, "tolerance": err.tolerance}
+            out.rejected[variant] = err.to_record()
 
     if "fp32" in variants:
         attempt("fp32", lambda dst: (shutil.copyfile(raw, dst), (raw_info, None))[1])
