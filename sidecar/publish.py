@@ -37,6 +37,7 @@ from sidecar.settings import SidecarSettings
 from turnwise.dialogue import Dialogue
 from turnwise.names import BUNDLE_MANIFEST, CHECKPOINT_META, TRAINING_STATE
 from turnwise.tasks import parse_tasks
+from turnwise.window import WindowConfig
 
 log = logging.getLogger("turnwise.sidecar")
 
@@ -104,10 +105,13 @@ def finetune_checkpoint(parent: Path, dialogues: list[Dialogue], out: Path, mani
         ckpt.model.encoder.save_pretrained(tmp)
         ckpt.tokenizer.save_pretrained(tmp)
         del ckpt
-        # The serving bundle's window is a flat one (streaming bundles are not exported yet).
-        cfg = TrainConfig(objective="none", backbone=tmp, init_from=str(parent), encoder="flat",
-                          pooling=parent_meta.get("pooling", "cls"), max_turns=manifest["window"]["max_turns"],
-                          max_tokens=manifest["window"]["max_tokens"], finetune_epochs=s.epochs,
+        # The new model keeps the serving bundle's window: flat, or the streaming spans.
+        window = WindowConfig.from_dict(manifest["window"])
+        shape: dict[str, Any] = ({"encoder": "streaming", "max_context_tokens": window.max_context_tokens,
+                  "reanchor_tokens": window.reanchor_tokens} if window.streaming else
+                 {"encoder": "flat", "max_turns": window.max_turns, "max_tokens": window.max_tokens})
+        cfg = TrainConfig(objective="none", backbone=tmp, init_from=str(parent), **shape,
+                          pooling=parent_meta.get("pooling", "cls"), finetune_epochs=s.epochs,
                           batch_size=s.batch_size, finetune_lr=s.lr, head_lr=s.head_lr, max_steps=s.max_steps,
                           precision=s.precision, seed=s.seed, save_every=10**9)
 

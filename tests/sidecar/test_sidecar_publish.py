@@ -62,3 +62,24 @@ def test_link_swap_is_atomic_for_a_concurrent_reader(tmp_path: Path):
     t.join()
     assert errors == []
     assert seen == {"1", "2"}
+
+
+def test_a_streaming_parent_is_finetuned_into_a_streaming_checkpoint(tiny_stream_checkpoint: Path,
+                                                                     tiny_stream_bundle: Path, samples_dir: Path,
+                                                                     tmp_path: Path):
+    """The candidate keeps the serving bundle's window: a turn-causal bundle gets a turn-causal model."""
+    import time
+
+    from sidecar.ledger import AttemptReport
+    from sidecar.publish import finetune_checkpoint
+    from sidecar.settings import SidecarSettings
+    from turnwise.dialogue import read_jsonl
+
+    manifest = json.loads((tiny_stream_bundle / "bundle.json").read_text())
+    out = tmp_path / "candidate"
+    settings = SidecarSettings(epochs=1, max_steps=2, precision="fp32")
+    finetune_checkpoint(tiny_stream_checkpoint, read_jsonl(samples_dir / "dialogues.jsonl")[:6], out, manifest,
+                        AttemptReport(decision="started", started_at=time.time(), watermark=0), settings,
+                        work=tmp_path / "work", should_stop=lambda: False)
+    meta = json.loads((out / "turnwise.json").read_text())
+    assert meta["window"] == manifest["window"] and meta["window"]["format"] == "turn-causal-v1"
