@@ -205,6 +205,16 @@ class LoadedBundle:
         logits = {task: got[name] for name, task in self._task_for_output.items()}
         return split_outputs(requests, logits, got[NEW_KV])
 
+    def span_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Streaming bundles: whole spans in one pass, nothing cached -- ``input_ids`` (B, T) and the
+        turn-causal ``attention_mask`` (B, T, T) -> {task: (B, T, C)} logits of every token."""
+        b, t = input_ids.shape
+        feed = {"input_ids": input_ids.astype(np.int64), "position_ids": np.tile(np.arange(t, dtype=np.int64), (b, 1)),
+                "attention_mask": attention_mask.astype(np.int64),
+                "past_kv": np.zeros((b, 0, *self.kv_shape), dtype=np.float32)}
+        got = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        return {task: got[name] for name, task in self._task_for_output.items()}
+
     def rebuild_request(self, turn_ids: Sequence[list[int]]) -> StepRequest:
         """The one-pass request over a whole span (its turns' ids), nothing cached."""
         return StepRequest([list(t) for t in turn_ids], np.zeros((0, *self.kv_shape), dtype=np.float32))

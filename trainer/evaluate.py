@@ -145,7 +145,12 @@ class _BundleAdapter:
     def train(self, mode: bool = True) -> None:
         return None
 
-    def logits_dict(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
+    def logits_dict(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    pool_index: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
+        if pool_index is not None:  # turn-causal spans: one pass of the step graph, pooled on the tags
+            per_token = self.bundle.span_logits(input_ids.numpy(), attention_mask.numpy())
+            rows, pos = pool_index[:, 0].numpy(), pool_index[:, 1].numpy()
+            return {k: torch.from_numpy(np.asarray(v[rows, pos], dtype=np.float32)) for k, v in per_token.items()}
         seqs = [row[: int(m.sum())].tolist() for row, m in zip(input_ids, attention_mask, strict=True)]
         return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in self.bundle.infer(seqs).items()}
 
@@ -158,8 +163,6 @@ def evaluate_path(model_path: str | Path, dialogues: Sequence[Dialogue], *, task
         from bundle.loader import load_bundle
 
         bundle = load_bundle(p, variant=variant)
-        if bundle.window.streaming:
-            raise ValueError(f"{p}: evaluating a turn-causal bundle is not supported yet; evaluate its checkpoint")
         schema, window, tokenizer = bundle.schema, bundle.window, bundle.tokenizer
         model: Any = _BundleAdapter(bundle)
         kind = f"bundle:{bundle.variant}"

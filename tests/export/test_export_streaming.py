@@ -96,3 +96,16 @@ def test_a_failing_variant_is_left_out_and_recorded_unless_required(tiny_stream_
     with pytest.raises(ParityError) as info:
         export_bundle(tiny_stream_checkpoint, tmp_path / "c", opts)
     assert info.value.variant == "int8" and not (tmp_path / "c").exists()
+
+
+def test_evaluating_the_streaming_bundle_matches_its_checkpoint(tiny_stream_bundle: Path, tiny_stream_checkpoint: Path,
+                                                                samples_dir: Path) -> None:
+    from trainer.evaluate import evaluate_path
+
+    dialogues = read_jsonl(samples_dir / "dialogues.jsonl")[:12]
+    of_bundle = evaluate_path(tiny_stream_bundle, dialogues, variant="fp32")
+    of_ckpt = evaluate_path(tiny_stream_checkpoint, dialogues, device="cpu")
+    assert of_bundle["kind"] == "bundle:fp32" and of_bundle["window_format"] == "turn-causal-v1"
+    assert of_bundle["segments"] == of_ckpt["segments"] > 50
+    for task, metrics in of_ckpt["tasks"].items():
+        assert of_bundle["tasks"][task]["confusion"] == metrics["confusion"], task
