@@ -180,24 +180,20 @@ class Pipeline:
             "inference": max(bt["inference"] for _, bt in rows),
             "total": _ms(started),
         }
+        scored = [(row, min(len(w), bundle.window.max_turns)) for (row, _), w in zip(rows, windows, strict=True)]
+        return self._score_body(scored, model, timings, every=req.all)
+
+    def _score_body(self, scored: list[tuple[dict[str, Any], int]], model: dict[str, str],
+                    timings: dict[str, float], *, every: bool) -> dict[str, Any]:
+        """The /v1/score answer from (decoded row, turns the model saw) per scored turn."""
         self._observe("score", "scored", timings)
-        for row, _ in rows:
+        outs = []
+        for row, seen in scored:
             self.metrics.observe_labels(row["labels"])
-        outs = [
-            {
-                "scores": row["scores"],
-                "labels": row["labels"],
-                "model": model,
-                "window_turns": min(len(w), bundle.window.max_turns),
-            }
-            for (row, _), w in zip(rows, windows, strict=True)
-        ]
-        if req.all:
-            return {
-                "turns": [{k: v for k, v in o.items() if k != "model"} for o in outs],
-                "model": model,
-                "timings_ms": timings,
-            }
+            outs.append({"scores": row["scores"], "labels": row["labels"], "model": model, "window_turns": seen})
+        if every:
+            return {"turns": [{k: v for k, v in o.items() if k != "model"} for o in outs], "model": model,
+                    "timings_ms": timings}
         return {**outs[-1], "timings_ms": timings}
 
     async def _score_streaming(self, bundle: Any, req: ScoreIn, started: float, deadline: float) -> dict[str, Any]:
@@ -208,17 +204,7 @@ class Pipeline:
             rows = await self.engine.streams.score_dialogue(bundle, req.turns, deadline, every=req.all)
             model_ms = _ms(t)
         model = {"name": str(bundle.name), "version": str(bundle.version)}
-        timings = {"inference": model_ms, "total": _ms(started)}
-        self._observe("score", "scored", timings)
-        outs = []
-        for row, span_turns in rows:
-            self.metrics.observe_labels(row["labels"])
-            outs.append({"scores": row["scores"], "labels": row["labels"], "model": model,
-                         "window_turns": span_turns})
-        if req.all:
-            return {"turns": [{k: v for k, v in o.items() if k != "model"} for o in outs], "model": model,
-                    "timings_ms": timings}
-        return {**outs[-1], "timings_ms": timings}
+        return self._score_body(rows, model, {"inference": model_ms, "total": _ms(started)}, every=req.all)
 
     async def dialogue(self, dialogue_id: str) -> dict[str, Any]:
         state = await self.store.get(dialogue_id)
