@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUNS ?= runs
 
-.PHONY: help demo test check bench evidence loadtest clean system-deps helm tools
+.PHONY: help demo test check bench evidence loadtest soak clean system-deps helm tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ LOADTEST_ARGS ?=
 
 loadtest: $(STAMP) ## live-call load test: redis-server + turnwise serve (MiniLM) + locust -> benchmarks/results/
 	$(PY) -m loadtests.run $(LOADTEST_ARGS)
+
+SOAK_ARGS ?=
+
+soak: $(STAMP) ## reliability soak: 2x turnwise serve + redis-server, live calls, 3 faults (~12 min) -> benchmarks/results/soak.*
+	$(PY) -m loadtests.soak $(SOAK_ARGS)
 
 clean: ## remove the virtual environment and run outputs
 	rm -rf $(VENV) $(RUNS)

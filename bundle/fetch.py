@@ -13,7 +13,8 @@
   ``oci-<first 16 hex of the manifest digest>``.
 
 Either way the unpacked tree must hold exactly one ``bundle.json``; that directory is checked with the
-bundle's own checksums (:func:`bundle.manifest.verify`) and then published with the same layout and
+bundle's own checksums and its seal ``SHA256SUMS`` (:func:`bundle.manifest.verify`; an archive without
+the seal is refused) and then published with the same layout and
 rules as the image init container: ``<dest>/<version>/`` claimed with an atomic symlink (safe with
 several pods seeding one shared volume), and ``<dest>/<link>`` re-pointed only the first time this
 version is seeded, so a restart never rolls back a version the training sidecar published later.

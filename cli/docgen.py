@@ -167,6 +167,7 @@ def blocks() -> dict[str, Callable[[], str]]:
     from sidecar.settings import SidecarSettings
     from trainer.teachers.scores import ScoreRecord
     from turnwise.dialogue import Dialogue, Turn
+    from turnwise.events import AlertEvent, EndedEvent, TurnEvent
     from turnwise.messages import EndedFrame, EndFrame, ErrorFrame, ScoresFrame, TurnFrame
     from turnwise.tasks import Task
 
@@ -178,6 +179,7 @@ def blocks() -> dict[str, Callable[[], str]]:
         "close-codes": close_codes_table,
         "client-frames": lambda: frames_doc([TurnFrame, EndFrame], "validation"),
         "server-frames": lambda: frames_doc([ScoresFrame, EndedFrame, ErrorFrame], "serialization"),
+        "event-frames": lambda: frames_doc([AlertEvent, TurnEvent, EndedEvent], "serialization"),
         "dialogue-fields": lambda: "Dialogue:\n\n" + fields_table(Dialogue) + "\nTurn:\n\n" + fields_table(Turn),
         "task-fields": lambda: fields_table(Task),
         "score-record-fields": lambda: fields_table(ScoreRecord),

@@ -25,6 +25,7 @@ import numpy as np
 
 from turnwise.client import APIError, AsyncClient, ClientError, Unauthenticated, Unreachable
 from turnwise.dialogue import Dialogue
+from turnwise.events import AlertEvent
 from turnwise.messages import TurnResult
 
 TEXT_PREVIEW = 60
@@ -47,6 +48,10 @@ def format_line(dialogue_id: str, seq: int, speaker: str, text: str, reply: Turn
     else:
         what = "  ".join(_scored(task, label, reply.scores.get(task, {})) for task, label in reply.labels.items())
     return f"{dialogue_id} #{seq:<3} {speaker:<9} {ms:7.1f} ms  {what}  | {preview}"
+
+
+def format_alert(alert: AlertEvent) -> str:
+    return f"{alert.dialogue_id} #{alert.seq:<3} ALERT {alert.severity}: {alert.rule}"
 
 
 def summarize(
@@ -130,6 +135,8 @@ async def replay(
         try:
             if ws:
                 async with client.stream() as stream:
+                    if echo is not None:
+                        stream.on_alert = lambda a: echo(format_alert(a))
                     for d in dialogues:
                         call = stream.call(d.dialogue_id)
                         await _replay_call(d, call.send, pacer, tally)

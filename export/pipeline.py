@@ -362,5 +362,5 @@ def _manifest(ckpt: Checkpoint, ckpt_dir: Path | None, meta: dict[str, Any], cfg
                               "step": meta.get("step"), "format": meta.get("format")},
     }
     (staging / CARD).write_text(render_card(manifest, meta), encoding="utf-8")
-    write_manifest(staging, manifest)
+    write_manifest(staging, manifest)  # bundle.json, then its seal SHA256SUMS: the last file written
     return json.loads((staging / MANIFEST).read_text(encoding="utf-8"))

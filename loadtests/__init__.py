@@ -6,4 +6,6 @@
 - ``stack.py``: a real redis-server and ``turnwise serve`` on loopback, and the bundles to serve;
 - ``report.py``: the JSON summary and the latency-over-time PNG from locust's CSV;
 - ``run.py``: what ``make loadtest`` runs (``python -m loadtests.run --help``).
+- ``soak.py`` (``soak_client.py``, ``soak_report.py``): what ``make soak`` runs: two services on one Redis,
+  live calls over WebSockets, three faults and the seq audit (``python -m loadtests.soak --help``).
 """

@@ -5,8 +5,8 @@
 #   3. evaluation on held-out calls                  (turnwise evaluate)
 #   4. export to a verified ONNX bundle              (turnwise export)
 #   5. score the held-out calls offline              (turnwise score)
-#   6. serve it with the embedded window store       (turnwise serve)
-#   7. stream a held-out call over WebSocket, printing per-utterance scores (turnwise replay)
+#   6. serve it with the embedded window store and the sample alert rules (turnwise serve)
+#   7. stream a held-out call over WebSocket, printing per-utterance scores and alerts (turnwise replay)
 #
 # samples/dialogues.jsonl: calls 1-48, then 49-108 (written later). Held out, never trained on:
 # validation 37-40 + 81-84 (early stopping), test 41-48 + 85-92 (the evaluation and the streamed call).
@@ -51,8 +51,9 @@ $TW export --checkpoint "$OUT/checkpoint" --out "$OUT/bundle" --variants fp32 --
 echo "== 5/7 score the held-out calls offline, each turn with the context the service gives it"
 $TW score --model "$OUT/bundle" --data "$OUT/test.jsonl" --out "$OUT/predictions.jsonl" > "$OUT/score-summary.json"
 
-echo "== 6/7 serve on 127.0.0.1:$PORT (embedded window store)"
-TURNWISE_BUNDLE="$OUT/bundle" $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/serve.log" 2>&1 &
+echo "== 6/7 serve on 127.0.0.1:$PORT (embedded window store, alert rules from samples/rules.yaml)"
+TURNWISE_BUNDLE="$OUT/bundle" TURNWISE_RULES=samples/rules.yaml \
+  $TW serve --host 127.0.0.1 --port "$PORT" > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 # Ready = /readyz answers with *this* bundle's version (not some other server on the port).
@@ -70,8 +71,17 @@ for _ in $(seq 1 240); do
 done
 ready || { cat "$OUT/serve.log"; echo "the server on port $PORT did not get ready" >&2; exit 1; }
 
+echo "   live monitor page: http://127.0.0.1:$PORT/monitor   (API documentation: http://127.0.0.1:$PORT/docs)"
+
 echo "== 7/7 stream a held-out call over WebSocket"
 $TW replay --url "http://127.0.0.1:$PORT" --data "$OUT/test.jsonl" --ws --max-dialogues 1 --rate 0
+.venv/bin/python - "$PORT" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+fired = {m[0]: float(m[1]) for m in re.findall(r'^turnwise_alerts_fired_total\{(.*)\} (\S+)$', text, re.M)}
+print(f"alerts fired: {int(sum(fired.values()))} (" + ", ".join(f"{k}: {int(v)}" for k, v in fired.items()) + ")")
+sys.exit(0 if fired else "no alert fired on the streamed call: see samples/rules.yaml")
+PY
 
 kill -TERM $SERVER
 trap - EXIT

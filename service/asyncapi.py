@@ -1,4 +1,5 @@
-"""The AsyncAPI 3.0 document of ``WS /v1/stream``, built from the frame models (:mod:`turnwise.messages`).
+"""The AsyncAPI 3.0 document of ``WS /v1/stream`` and ``WS /v1/events``, built from the frame models
+(:mod:`turnwise.messages`, :mod:`turnwise.events`).
 
 Served at ``/asyncapi.json`` and written to ``docs/asyncapi.json`` (a test keeps the two equal), so
 the frames a client reads about are the ones the server validates and sends.
@@ -20,11 +21,14 @@ from turnwise.api import (
     SUBPROTOCOL,
     ErrorKind,
 )
+from turnwise.events import AlertEvent, EndedEvent, TurnEvent
 from turnwise.messages import EndedFrame, EndFrame, ErrorFrame, ScoresFrame, TurnFrame
 
 REF = "#/components/schemas/{model}"
 CLIENT_FRAMES: dict[str, type[BaseModel]] = {"turn": TurnFrame, "end": EndFrame}
-SERVER_FRAMES: dict[str, type[BaseModel]] = {"scores": ScoresFrame, "ended": EndedFrame, "error": ErrorFrame}
+SERVER_FRAMES: dict[str, type[BaseModel]] = {"scores": ScoresFrame, "ended": EndedFrame, "error": ErrorFrame,
+                                             "alert": AlertEvent, "turnEvent": TurnEvent, "endedEvent": EndedEvent}
+EVENTS_PATH = "/v1/events"
 
 DESCRIPTION = f"""\
 One WebSocket carries any number of calls (dialogues). Every text frame is one JSON object with a `type`.
@@ -38,6 +42,12 @@ One WebSocket carries any number of calls (dialogues). Every text frame is one J
   `error` reply and the socket stays open.
 - Turns are idempotent on (`dialogue_id`, `seq`): resending a frame after a reconnect returns the stored result.
 - An `end` waits for the connection's earlier frames, then forgets the call's window.
+- When alert rules are configured (TURNWISE_RULES), the alerts a turn fires follow its `scores` reply as `alert`
+  frames. They are not replies: a client matching replies by order skips them.
+
+`WS {EVENTS_PATH}` is the supervisor stream: the server sends the events of every call, on every replica (query
+filters `dialogue_id`, `severity` = the least severe alert sent, `types` = comma-separated of `alert`, `turn`,
+`ended`; default `alert`). Nothing is read from the client. A bad query closes the socket with 1008.
 
 Authentication (when TURNWISE_API_KEYS is set): `Authorization: Bearer <key>` on the handshake, or, where headers
 cannot be set (browsers), the subprotocols `["{SUBPROTOCOL}", "{BEARER_SUBPROTOCOL}<key>"]` (the server selects
@@ -77,15 +87,21 @@ def build_asyncapi(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
         "scores": _message("scores", ScoresFrame, "The result of a turn frame."),
         "ended": _message("ended", EndedFrame, "The answer to an end frame."),
         "error": _message("error", ErrorFrame, "A frame failed; its reply in the same place."),
+        "alert": _message("alert", AlertEvent, "An alert rule held on a scored turn."),
+        "turnEvent": _message("turnEvent", TurnEvent, "A scored turn with its text (events stream, types=turn)."),
+        "endedEvent": _message("endedEvent", EndedEvent, "A call ended (events stream, types=ended)."),
     }
+    stream_messages = ("turn", "end", "scores", "ended", "error", "alert")
+    event_messages = ("alert", "turnEvent", "endedEvent")
     channel_ref = {"$ref": "#/channels/stream"}
+    events_ref = {"$ref": "#/channels/events"}
 
     def msg(name: str) -> dict[str, str]:
         return {"$ref": f"#/channels/stream/messages/{name}"}
 
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "turnwise stream", "version": __version__, "description": DESCRIPTION},
+        "info": {"title": "turnwise stream and events", "version": __version__, "description": DESCRIPTION},
         "defaultContentType": "application/json",
         "servers": {
             "local": {
@@ -99,9 +115,21 @@ def build_asyncapi(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
             "stream": {
                 "address": STREAM_PATH,
                 "title": "The live-call stream",
-                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in messages},
+                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in stream_messages},
                 "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0"}},
-            }
+            },
+            "events": {
+                "address": EVENTS_PATH,
+                "title": "Call events for supervisors (all calls, every replica)",
+                "messages": {name: {"$ref": f"#/components/messages/{name}"} for name in event_messages},
+                "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0", "query": {
+                    "type": "object", "properties": {
+                        "dialogue_id": {"type": "string", "description": "Only this call's events."},
+                        "severity": {"type": "string", "enum": ["info", "warning", "critical"], "default": "info",
+                                     "description": "The least severe alert sent."},
+                        "types": {"type": "string", "default": "alert",
+                                  "description": "Comma-separated of alert, turn, ended."}}}}},
+            },
         },
         "operations": {
             "scoreTurn": {
@@ -117,6 +145,18 @@ def build_asyncapi(server_url: str = "127.0.0.1:8080") -> dict[str, Any]:
                 "summary": "The client ends a call; the server replies ended (or error) after the earlier frames.",
                 "messages": [msg("end")],
                 "reply": {"channel": channel_ref, "messages": [msg("ended"), msg("error")]},
+            },
+            "alertOnStream": {
+                "action": "send",
+                "channel": channel_ref,
+                "summary": "The server sends the alerts a turn fired right after its scores (not a reply).",
+                "messages": [msg("alert")],
+            },
+            "followEvents": {
+                "action": "send",
+                "channel": events_ref,
+                "summary": "The server sends every event its filter takes, as it happens.",
+                "messages": [{"$ref": f"#/channels/events/messages/{name}"} for name in event_messages],
             },
         },
         "components": {

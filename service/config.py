@@ -57,6 +57,32 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="Approximate MAXLEN of the feedback stream (<prefix>feedback)."
     )
 
+    # --- alerts and events ---------------------------------------------------------------------
+    rules: Path | None = Field(
+        None,
+        description="YAML file of alert rules evaluated on every scored turn (conditions on labels, "
+        "probabilities, speaker, runs of turns, rolling means; severity; cool-down); unset = no alerts. "
+        "Checked at start: a mistake stops the service with the file, rule and field named.",
+    )
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated URLs that receive every alert as a JSON POST, signed with "
+        "X-Turnwise-Signature: sha256=<HMAC-SHA256 of the body with TURNWISE_WEBHOOK_SECRET>; retried with "
+        "backoff, never delaying a turn's answer.",
+    )
+    webhook_secret: SecretStr | None = Field(None, description="The HMAC-SHA256 key of webhook signatures.")
+    webhook_attempts: int = Field(5, ge=1, le=20, description="Delivery attempts per alert and webhook URL.")
+    events_maxlen: int = Field(
+        100_000, ge=1, description="Approximate MAXLEN of the alert/ended event stream (<prefix>events)."
+    )
+    turn_events_maxlen: int = Field(
+        10_000, ge=1, description="Approximate MAXLEN of the scored-turn event stream (<prefix>turn-events)."
+    )
+    trend_task: str = Field(
+        "sentiment",
+        description="Task whose P(positive) - P(negative) is a call's sentiment trend (GET /v1/dialogues/{id}).",
+    )
+
     # --- batching and limits -------------------------------------------------------------------
     # CPU defaults: a batched CPU forward is barely faster per window than one at a time (measured on
     # MiniLM, 2 cores: ~5%), while every window of a batch waits for the whole batch. On a GPU raise
@@ -92,18 +118,28 @@ class Settings(BaseSettings):
         "cores, 20-token steps over 150-260 cached tokens: 5.3-5.5 ms a step in groups of 2-8, 6.4-6.7 alone.",
     )
     max_queue: int = Field(
-        256, ge=1, description="Requests admitted into the serving path at once; beyond it answer 429."
+        256,
+        ge=1,
+        description="Hard cap on requests inside the serving path at once; beyond it answer 429 (admission is "
+        "by predicted wait first, see TURNWISE_LATENCY_BUDGET_MS).",
     )
     latency_budget_ms: float = Field(
         1000.0,
         gt=0,
-        description="Per-request deadline; a request still queued when it passes is answered 504 and never computed.",
+        description="Per-request deadline. Admission: a request whose predicted wait (requests ahead x the measured "
+        "model time per request) exceeds it is answered 429 at once; one still queued when it passes is answered "
+        "504 and never computed; every store call ends within it (503).",
     )
     max_text_chars: int = Field(2000, ge=1, description="Longest utterance accepted (413 above).")
     max_turns_per_request: int = Field(64, ge=1, description="Most turns in one POST /v1/score body (413 above).")
     max_body_bytes: int = Field(262_144, ge=1024, description="Largest HTTP request body (413 above).")
     max_frame_bytes: int = Field(65_536, ge=1024, description="Largest WebSocket frame (error frame above).")
-    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429 and 503 answers.")
+    retry_after_s: int = Field(
+        1,
+        ge=1,
+        description="Retry-After seconds sent with 503 answers and 429s beyond TURNWISE_MAX_QUEUE (a 429 refused "
+        "by predicted wait carries the predicted time instead).",
+    )
 
     # --- security and logging ------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -111,7 +147,11 @@ class Settings(BaseSettings):
         description="Comma-separated API keys (Authorization: Bearer <key>); empty = auth off (a warning "
         "is logged at start).",
     )
-    log_text: bool = Field(False, description="Log utterance text (off by default: text is never logged).")
+    log_text: bool = Field(
+        False,
+        description="Log utterance text (off by default: text is never logged, not even by the WebSocket "
+        "library's debug log of frames, which is silenced unless this is on).",
+    )
     log_level: str = Field("info", description="Log level of the turnwise.service loggers.")
     log_format: Literal["json", "text"] = Field(
         "json",
@@ -138,7 +178,17 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address of `turnwise serve`.")
     port: int = Field(8080, ge=0, le=65535, description="Port of `turnwise serve`.")
     shutdown_grace_s: float = Field(
-        30.0, gt=0, description="On SIGTERM, how long in-flight requests and WebSocket replies may take."
+        30.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight requests and WebSocket replies may take (at most "
+        "TURNWISE_DRAIN_S).",
+    )
+    drain_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, the hard bound from the signal to exit: streams drained, in-flight requests "
+        "answered, the batcher finished, the store closed; whatever still runs then is cancelled and the "
+        "process exits. Keep it below the orchestrator's grace period (Kubernetes: 30 s).",
     )
     keep_alive_s: float = Field(
         65.0,
@@ -147,7 +197,7 @@ class Settings(BaseSettings):
         "so it never reuses a connection the server is closing.",
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "webhook_urls", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> object:
         if isinstance(v, str):

@@ -1,10 +1,14 @@
 """One WebSocket stream (``/v1/stream``): a reader, a writer, and a task per frame in between.
 
 - The reader validates each frame by type (pydantic); a bad frame becomes an error frame
-  ``{"type": "error", "code", "message", "seq"}`` in its place in the reply order; the socket stays open.
+  ``{"type": "error", "code", "message", "seq", "dialogue_id"}`` in its place in the reply order; the
+  socket stays open. Size and nesting depth are checked before any JSON parse (:func:`too_deep`), so
+  no frame, however hostile, can make the reader fail. A refused turn (``overloaded``) also carries
+  ``retry_after_s``.
 - Each turn runs the same pipeline as REST in its own task, so several turns can be in flight; a turn
   starts its store append only after the previous frame's append, so the window order is the frame
-  order, and the writer sends replies strictly in frame order.
+  order, and the writer sends replies strictly in frame order. The alerts a turn fires follow its
+  scores frame as ``{"type": "alert", ...}`` frames.
 - ``end`` waits for the connection's earlier frames, deletes the dialogue's window and answers
   ``{"type": "ended", "dialogue_id"}``.
 - Drain (SIGTERM): stop reading, answer every frame already read, close with 1012 (service restart).
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -25,7 +30,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from service.errors import ErrorKind, ServiceError, as_service_error, count_failure, invalid_input
 from service.schemas import EndFrame, Frame, TurnFrame
 from service.store.errors import StoreError
-from turnwise.api import CLOSE_SERVICE_RESTART
+from turnwise.api import CLOSE_SERVICE_RESTART, DIALOGUE_ID_PATTERN
 
 if TYPE_CHECKING:
     from service.pipeline import Pipeline
@@ -34,20 +39,49 @@ log = logging.getLogger("turnwise.service")
 
 FRAME = TypeAdapter(Frame)
 MAX_PENDING = 128  # frames read but not yet answered, per connection; beyond it the reader waits
+FOLLOWED_BY = "_alerts"  # frames a reply is followed by (a turn's alert frames); never sent as a field
 ENDPOINT = "stream"  # the endpoint label of every frame's turnwise_requests_total count
+MAX_DEPTH = 8  # nesting of arrays/objects a frame may have (a valid one has 1); deeper is refused unparsed
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')  # strings (skipped whole) and brackets
+_DIALOGUE_ID = re.compile(DIALOGUE_ID_PATTERN)
 
 
-def error_frame(err: ServiceError, seq: int | None) -> dict[str, Any]:
-    return {"type": "error", "code": err.kind.value, "message": err.message, "seq": seq}
+def error_frame(err: ServiceError, seq: int | None, dialogue_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": err.kind.value, "message": err.message, "seq": seq,
+                             "dialogue_id": dialogue_id}
+    if err.retry_after is not None:
+        frame["retry_after_s"] = err.retry_after
+    return frame
 
 
-def _seq_of(raw: str | bytes) -> int | None:
-    """Best-effort seq of a frame that failed validation, so the client can match the error."""
+def too_deep(raw: str, limit: int = MAX_DEPTH) -> bool:
+    """True when arrays/objects nest deeper than ``limit`` (brackets inside strings do not count).
+    Linear, no recursion; frames with few brackets skip the scan."""
+    if raw.count("[") + raw.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _TOKENS.findall(raw):
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _ids_of(raw: str) -> tuple[int | None, str | None]:
+    """Best-effort (seq, dialogue_id) of a frame that failed validation, so the client can match the
+    error; only for a frame of bounded depth (the caller checks)."""
     try:
-        seq = json.loads(raw).get("seq")
-    except (ValueError, AttributeError):
-        return None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(parsed, dict):
+        return None, None
+    seq, dialogue_id = parsed.get("seq"), parsed.get("dialogue_id")
+    seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    return seq, dialogue_id if isinstance(dialogue_id, str) and _DIALOGUE_ID.match(dialogue_id) else None
 
 
 class StreamConnection:
@@ -65,6 +99,9 @@ class StreamConnection:
 
     async def run(self) -> None:
         self._reader = asyncio.create_task(self._read())
+        if self._draining:  # drain() came before the reader existed: read nothing, close at once
+            self._reader.cancel()
+            self._pending.put_nowait(None)
         writer = asyncio.create_task(self._write())
         self.metrics.ws_connections.inc()
         try:
@@ -110,16 +147,28 @@ class StreamConnection:
                 self._pending.put_nowait(None)  # the writer answers what was read, then stops
 
     def _dispatch(self, raw: str | bytes) -> asyncio.Future[dict[str, Any]]:
+        """The reply future of one frame; never raises (a bad frame is an error frame)."""
+        try:
+            return self._parse(raw)
+        except Exception:  # whatever a frame holds, the socket and the frames around it live on
+            log.exception("stream frame could not be dispatched")
+            return self._done(ServiceError(ErrorKind.internal, "internal error"), None, None)
+
+    def _parse(self, raw: str | bytes) -> asyncio.Future[dict[str, Any]]:
         size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        if too_deep(text):
+            return self._done(ServiceError(ErrorKind.invalid, f"frame nests deeper than {MAX_DEPTH} levels"),
+                              None, None)
         if size > self.max_frame_bytes:
             return self._done(
                 ServiceError(ErrorKind.too_large, f"frame of {size} bytes; the limit is {self.max_frame_bytes}"),
-                _seq_of(raw),
+                *_ids_of(text),
             )
         try:
             frame = FRAME.validate_json(raw)
         except ValidationError as err:
-            return self._done(invalid_input(err.errors()), _seq_of(raw))
+            return self._done(invalid_input(err.errors()), *_ids_of(text))
         previous, appended = self._last_appended, asyncio.Event()
         self._last_appended = appended
         if isinstance(frame, TurnFrame):
@@ -130,16 +179,17 @@ class StreamConnection:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _done(self, err: ServiceError, seq: int | None) -> asyncio.Future[dict[str, Any]]:
+    def _done(self, err: ServiceError, seq: int | None, dialogue_id: str | None) -> asyncio.Future[dict[str, Any]]:
         count_failure(self.metrics, err.kind, ENDPOINT)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        future.set_result(error_frame(err, seq))
+        future.set_result(error_frame(err, seq, dialogue_id))
         return future
 
     async def _turn(self, frame: TurnFrame, previous: asyncio.Event | None, appended: asyncio.Event) -> dict[str, Any]:
         try:
             if previous is not None:
                 await previous.wait()
+            alerts: list[dict[str, Any]] = []
             body = await self.pipeline.score_turn(
                 frame.dialogue_id,
                 frame.seq,
@@ -147,16 +197,17 @@ class StreamConnection:
                 frame.text,
                 endpoint="stream",
                 on_appended=appended.set,
+                on_alerts=alerts.extend,
             )
-            return {"type": "scores", **body}
+            return {"type": "scores", **body, FOLLOWED_BY: alerts} if alerts else {"type": "scores", **body}
         except (ServiceError, StoreError) as failure:
             err = as_service_error(failure)
             count_failure(self.metrics, err.kind, ENDPOINT)
-            return error_frame(err, frame.seq)
+            return error_frame(err, frame.seq, frame.dialogue_id)
         except Exception:
             log.exception("stream turn failed")
             count_failure(self.metrics, ErrorKind.internal, ENDPOINT)
-            return error_frame(ServiceError(ErrorKind.internal, "internal error"), frame.seq)
+            return error_frame(ServiceError(ErrorKind.internal, "internal error"), frame.seq, frame.dialogue_id)
         finally:
             appended.set()
 
@@ -171,7 +222,7 @@ class StreamConnection:
         except (ServiceError, StoreError) as failure:
             err = as_service_error(failure)
             count_failure(self.metrics, err.kind, ENDPOINT)
-            return error_frame(err, None)
+            return error_frame(err, None, frame.dialogue_id)
         finally:
             appended.set()
 
@@ -183,4 +234,6 @@ class StreamConnection:
             if item is None:
                 return
             reply = await item
-            await self.ws.send_text(json.dumps(reply, ensure_ascii=False, separators=(",", ":")))
+            followers = reply.pop(FOLLOWED_BY, ())
+            for frame in (reply, *followers):  # a turn's alerts right after its scores
+                await self.ws.send_text(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))

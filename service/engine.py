@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import hashlib
 import logging
 import math
@@ -59,6 +61,17 @@ PROBE_WINDOW = [
     {"speaker": "agent", "text": "How can I help?"},
     {"speaker": "customer", "text": "My card was charged twice."},
 ]
+
+
+RELEASE_AFTER_S = 5.0  # after a hot reload: when the replaced bundle's memory is handed back
+
+
+def release_memory() -> None:
+    """Collect garbage and return freed heap pages to the OS (glibc ``malloc_trim``): a replaced ONNX
+    session's arena is freed but would otherwise stay in the process's resident memory."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def bundle_fingerprint(path: Path) -> str:
@@ -150,6 +163,7 @@ class Engine:
         self._bundle: LoadedBundle | None = None
         self._fingerprint: str | None = None
         self._rejected: str | None = None  # fingerprint of the last bundle that failed its checks
+        self._rejection = ""  # and why (a later non-forced reload of the same bundle answers it again)
         self._reload_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnwise-infer")
         self.batches = 0  # model calls made (tests check that expired requests are never computed)
@@ -162,6 +176,7 @@ class Engine:
             max_wait_s=settings.max_batch_wait_ms / 1000.0,
             max_queue=settings.max_queue,
             retry_after_s=settings.retry_after_s,
+            budget_s=settings.latency_budget_ms / 1000.0,
             metrics=metrics,
         )
         self.streams = StreamScorer(self, self.batcher, int(settings.state_cache_mb * 2**20), metrics)
@@ -219,7 +234,9 @@ class Engine:
         """Load, check, swap if the bundle changed (always with ``force``); keep the old one on failure."""
         async with self._reload_lock:
             fingerprint = bundle_fingerprint(self.path)
-            if not force and fingerprint in (self._fingerprint, self._rejected):
+            if not force and fingerprint == self._rejected:  # not loaded again, but still not served
+                raise ServiceError(ErrorKind.bundle_rejected, self._rejection)
+            if not force and fingerprint == self._fingerprint:
                 return {"reloaded": False, "model": model_ref(self.current)}
             try:
                 bundle = await asyncio.to_thread(self._load_checked, self.path)
@@ -234,16 +251,19 @@ class Engine:
                     self.current.version,
                     message,
                 )
-                raise ServiceError(
-                    ErrorKind.bundle_rejected,
-                    f"new bundle rejected ({message}); still serving {self.current.name} {self.current.version}",
-                ) from err
+                self._rejection = (f"new bundle rejected ({message}); still serving {self.current.name} "
+                                   f"{self.current.version}")
+                raise ServiceError(ErrorKind.bundle_rejected, self._rejection) from err
             old = self.current
             self._install(bundle, fingerprint)
             if self.metrics is not None:
                 self.metrics.reloads.labels(result="ok").inc()
             log.info("reloaded bundle: %s %s -> %s %s", old.name, old.version, bundle.name, bundle.version)
-            return {"reloaded": True, "model": model_ref(bundle), "previous": model_ref(old)}
+            previous = model_ref(old)
+            del old
+            # Requests in flight may still hold the old session for a moment; then give its memory back.
+            asyncio.get_running_loop().call_later(RELEASE_AFTER_S, release_memory)
+            return {"reloaded": True, "model": model_ref(bundle), "previous": previous}
 
     async def watch(self, poll_s: float) -> None:
         """Poll the bundle for a new version until cancelled."""
@@ -354,7 +374,12 @@ class Engine:
         t = time.perf_counter()
         ids = self.encode(bundle, [window])[0]
         tokenize_ms = (time.perf_counter() - t) * 1000
-        row, timings = await self.batcher.submit(bundle, ids, deadline)
+        try:
+            row, timings = await self.batcher.submit(bundle, ids, deadline)
+        except ServiceError as err:  # an expired turn's stages are in the histograms too (queue: the batcher)
+            if err.kind is ErrorKind.deadline_exceeded and self.metrics is not None:
+                self.metrics.stage_duration.labels(stage="tokenize").observe(tokenize_ms / 1000.0)
+            raise
         return row, {"tokenize": tokenize_ms, **timings}, None, len(window)
 
     def forget(self, dialogue_id: str) -> None:
@@ -366,5 +391,6 @@ class Engine:
         await self.batcher.stop()
         self.close()
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the inference thread (``wait=False``: drop queued calls, do not wait for a running one)."""
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)

@@ -15,6 +15,7 @@ for the REST handlers and the WebSocket connection alike.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +33,24 @@ if TYPE_CHECKING:
     from service.metrics import Metrics
 
 log = logging.getLogger("turnwise.service")
+MAX_MESSAGE_CHARS = 1000  # an error message that echoes client input is cut to about this
+
+
+def clip(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut in the middle to about ``limit`` characters (its start and its end, which usually
+    says what was expected, are kept): an echoed 200,000-character label is not sent back whole."""
+    if len(message) <= limit:
+        return message
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{message[:head]} ... [{len(message) - head - tail} characters cut] ... {message[-tail:]}"
 
 
 class ServiceError(Exception):
-    """A failure with a kind; ``retry_after`` (seconds) is sent as Retry-After when set."""
+    """A failure with a kind; ``retry_after`` (seconds) is sent as Retry-After when set (whole seconds,
+    rounded up, on REST; as it is in a WebSocket error frame's ``retry_after_s``)."""
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after: int | None = None):
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None):
+        message = clip(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -52,7 +65,7 @@ class ServiceError(Exception):
 
     def headers(self) -> dict[str, str] | None:
         if self.retry_after is not None:
-            return {"Retry-After": str(self.retry_after)}
+            return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
         if self.kind is ErrorKind.unauthenticated:
             return {"WWW-Authenticate": "Bearer"}
         return None
@@ -84,7 +97,7 @@ REQUEST_LOCATIONS = ("body", "path", "query")
 
 
 def as_service_error(err: ServiceError | StoreError) -> ServiceError:
-    """A store failure as the service answers it (same message); a ServiceError as it is."""
+    """A store failure as the service answers it (same message, clipped); a ServiceError as it is."""
     if isinstance(err, StoreError):
         return ServiceError(STORE_KINDS[err.kind], err.message)
     return err

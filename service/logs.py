@@ -9,7 +9,9 @@ for a terminal).
 - ``trace_id`` / ``span_id`` when OpenTelemetry tracing is on (:mod:`service.tracing`).
 
 Utterance text is never logged unless ``TURNWISE_LOG_TEXT`` is on (the pipeline decides; nothing here
-adds request bodies). uvicorn's own loggers (errors, access log) go through the same handler.
+adds request bodies). uvicorn's own loggers (errors, access log) go through the same handler; the
+WebSocket library's debug lines, which print whole frames, are dropped unless ``TURNWISE_LOG_TEXT``
+is on (:class:`FrameTextFilter`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -98,10 +101,26 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{' '.join(ids)}]" if ids else line
 
 
-def configure_logging(level: str, fmt: str = "json") -> None:
-    """One stderr handler on the root logger; uvicorn's loggers propagate to it (see build_server)."""
+class FrameTextFilter(logging.Filter):
+    """Drops the debug lines of the WebSocket protocol libraries (``< TEXT '{...}'``: whole frames, so
+    utterance text), whichever logger they go to (uvicorn hands its ``uvicorn.error`` logger to them)."""
+
+    LIBRARIES = (f"{os.sep}websockets{os.sep}", f"{os.sep}wsproto{os.sep}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            return True
+        return not (record.name.startswith(("websockets", "wsproto"))
+                    or any(lib in record.pathname for lib in self.LIBRARIES))
+
+
+def configure_logging(level: str, fmt: str = "json", *, log_text: bool = False) -> None:
+    """One stderr handler on the root logger; uvicorn's loggers propagate to it (see build_server).
+    Without ``log_text`` the handler drops the WebSocket libraries' frame dumps."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if not log_text:
+        handler.addFilter(FrameTextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

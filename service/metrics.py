@@ -192,6 +192,26 @@ class Metrics:
         )
         self.ws_connections = Gauge(PREFIX + "ws_connections", "Open WebSocket streams.", registry=r)
         self.feedback = Counter(PREFIX + "feedback_total", "Feedback records accepted.", registry=r)
+        self.alerts_fired = Counter(
+            PREFIX + "alerts_fired_total", "Alerts fired, by rule and severity.", ["rule", "severity"], registry=r
+        )
+        self.webhook_deliveries = Counter(
+            PREFIX + "webhook_deliveries_total",
+            "Alert webhook deliveries, by outcome: delivered, retried (an attempt after a failed one), failed "
+            "(every attempt, or a 4xx), dropped (the queue was full).",
+            ["outcome"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            PREFIX + "events_dropped_total", "Events a slow /v1/events subscriber did not get (oldest first).",
+            registry=r,
+        )
+        self.monitor_errors = Counter(
+            PREFIX + "monitor_errors_total",
+            "Scored turns whose alert rules and call aggregates could not be updated (the turn itself succeeded).",
+            registry=r,
+        )
+        self.event_subscribers = Gauge(PREFIX + "event_subscribers", "Open WS /v1/events streams.", registry=r)
         for stage in STAGES:  # export every stage from the start, so dashboards see zeros, not gaps
             self.stage_duration.labels(stage=stage)
         for result in ("ok", "failed"):
@@ -201,6 +221,8 @@ class Metrics:
             self.state_cache.labels(result=result)
         for mode in ("incremental", "rebuilt", "cached"):
             self.stream_steps.labels(mode=mode)
+        for outcome in ("delivered", "retried", "failed", "dropped"):
+            self.webhook_deliveries.labels(outcome=outcome)
 
     def count(self, endpoint: str | None, outcome: str) -> None:
         """One answered request (``endpoint`` None: a probe, not counted)."""

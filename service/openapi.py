@@ -1,7 +1,7 @@
 """The OpenAPI document: FastAPI's, plus what FastAPI cannot say by itself.
 
-- ``WS /v1/stream`` as a documentation-only ``GET`` (the WebSocket handshake): 101, 401, 503, the frames
-  as components, and a link to the AsyncAPI document (``/asyncapi.json``).
+- ``WS /v1/stream`` and ``WS /v1/events`` as documentation-only ``GET`` s (the WebSocket handshake): 101,
+  401, 503, the frames as components, and a link to the AsyncAPI document (``/asyncapi.json``).
 - The bearer security scheme comes from :data:`service.deps.BEARER` (FastAPI's ``HTTPBearer``).
 - Error responses per route come from :func:`service.schemas.errors`.
 """
@@ -15,9 +15,11 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from service.routes.events import EVENTS_PATH
 from service.schemas import AUTH_HEADER, EXAMPLE_MESSAGES
 from turnwise import __version__
 from turnwise.api import CLOSE_CODES, STREAM_PATH, ErrorKind
+from turnwise.events import AlertEvent, EndedEvent, TurnEvent
 from turnwise.messages import EndedFrame, EndFrame, ErrorFrame, ScoresFrame, TurnFrame
 
 DESCRIPTION = """\
@@ -27,6 +29,8 @@ Real-time scoring of live calls: every utterance gets intent, act, sentiment (th
   end; or one WebSocket, `/v1/stream` (documented below as a GET and fully in the AsyncAPI document at
   [/asyncapi.json](/asyncapi.json)).
 - Finished transcripts: `POST /v1/score`.
+- Supervisors: `GET /v1/dialogues` (live calls), `GET /v1/dialogues/{dialogue_id}` (with the call's aggregates),
+  the WebSocket `/v1/events` (alerts of every call as they fire) and the live monitor page at [/monitor](/monitor).
 - Errors are `{"error": message, "error_type": kind}` with a closed set of kinds; 429 and 503 carry `Retry-After`.
 - Authentication: `Authorization: Bearer <key>` when `TURNWISE_API_KEYS` is set (the Authorize button).
 """
@@ -35,6 +39,7 @@ TAGS = [
     {"name": "dialogues", "description": "A live call, turn by turn: the window lives in the service."},
     {"name": "score", "description": "Stateless scoring of a list of turns."},
     {"name": "stream", "description": "The WebSocket for live calls (see /asyncapi.json)."},
+    {"name": "events", "description": "Alerts and call events for supervisors (see /asyncapi.json)."},
     {"name": "feedback", "description": "Corrected labels for the training sidecar."},
     {"name": "admin", "description": "Operations."},
     {"name": "health", "description": "Probes and Prometheus metrics."},
@@ -44,9 +49,31 @@ TAGS = [
 def _frame_schemas() -> dict[str, Any]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (TurnFrame, "validation"), (EndFrame, "validation"), (ScoresFrame, "serialization"),
-        (EndedFrame, "serialization"), (ErrorFrame, "serialization")]
+        (EndedFrame, "serialization"), (ErrorFrame, "serialization"), (AlertEvent, "serialization"),
+        (TurnEvent, "serialization"), (EndedEvent, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return top.get("$defs", {})
+
+
+EVENTS_DESCRIPTION = (
+    "A WebSocket, not a plain GET: the supervisor stream of every call's events, on every replica. The server "
+    "sends `AlertEvent` frames (and, with `types`, `TurnEvent` and `EndedEvent`); it reads nothing. Query: "
+    "`dialogue_id` (one call), `severity` (the least severe alert sent: info, warning, critical), `types` "
+    "(comma-separated of alert, turn, ended; default alert). A bad query closes the socket with 1008. "
+    "Authentication as for /v1/stream. Full protocol: /asyncapi.json and docs/alerts.md.")
+
+
+def _events_path() -> dict[str, Any]:
+    path = _stream_path()
+    op = path["get"]
+    op.update(tags=["events"], summary="WebSocket: alerts (and scored turns) of every live call, as they happen",
+              operationId="events", description=EVENTS_DESCRIPTION)
+    op["parameters"] = [*op["parameters"], *(
+        {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+        for name, text in (("dialogue_id", "Only this call's events."),
+                           ("severity", "The least severe alert sent: info (default), warning, critical."),
+                           ("types", "Comma-separated of alert, turn, ended (default: alert).")))]
+    return path
 
 
 def _stream_path() -> dict[str, Any]:
@@ -91,6 +118,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=__version__, description=DESCRIPTION, routes=app.routes,
                          tags=TAGS)
     schema["paths"][STREAM_PATH] = _stream_path()
+    schema["paths"][EVENTS_PATH] = _events_path()
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for name, frame in _frame_schemas().items():

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from service.alerts.evaluate import ScoredTurn, listing, summary
 from service.errors import ErrorKind, ServiceError
 from service.logs import bound_dialogue
 from service.schemas import FeedbackIn, ScoreIn
@@ -24,6 +25,7 @@ from turnwise.tasks import TaskType
 from turnwise.window import windows_of
 
 if TYPE_CHECKING:
+    from service.alerts.monitor import CallMonitor, Ticket
     from service.config import Settings
     from service.engine import Engine
     from service.metrics import Metrics
@@ -33,14 +35,21 @@ log = logging.getLogger("turnwise.service")
 STEP_MODES = ("incremental", "rebuilt", "cached")  # streaming bundles: how the turn's model time was spent
 
 
+def _levels(row: dict[str, Any]) -> dict[str, Any]:
+    """A hierarchical task's chosen path per level (``{"levels": {task: [{level, label, p}]}}``); nothing
+    for bundles without one, so their answers keep their shape."""
+    return {"levels": row["levels"]} if "levels" in row else {}
+
+
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
 class Pipeline:
     def __init__(self, settings: Settings, store: WindowStore, engine: Engine, metrics: Metrics,
-                 tracing: Tracing | None = None):
+                 tracing: Tracing | None = None, monitor: CallMonitor | None = None):
         self.settings = settings
+        self.monitor = monitor
         self.tracing = tracing or Tracing()
         self.store = store
         self.engine = engine
@@ -68,13 +77,16 @@ class Pipeline:
         *,
         endpoint: str,
         on_appended: Callable[[], None] | None = None,
+        on_alerts: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> dict[str, Any]:
         """Append one turn and score it. ``on_appended`` fires once the store has ordered the turn
-        (or it failed), so a WebSocket can keep several turns in flight without reordering them."""
+        (or it failed), so a WebSocket can keep several turns in flight without reordering them;
+        ``on_alerts`` gets the alerts the turn fired (after its result is stored)."""
         attributes: dict[str, str | int] = {"turnwise.dialogue_id": dialogue_id, "turnwise.seq": seq,
                                             "turnwise.endpoint": endpoint}
         with bound_dialogue(dialogue_id), self.tracing.span("score_turn", attributes) as span:
-            body = await self._score_turn(dialogue_id, seq, speaker, text, endpoint=endpoint, on_appended=on_appended)
+            body = await self._score_turn(dialogue_id, seq, speaker, text, endpoint=endpoint, on_appended=on_appended,
+                                          on_alerts=on_alerts)
             if span is not None:
                 span.set_attribute("turnwise.model.version", body["model"]["version"])
             log.debug("turn scored", extra={"seq": seq, "endpoint": endpoint, "total_ms": body["timings_ms"]["total"]})
@@ -89,8 +101,10 @@ class Pipeline:
         *,
         endpoint: str,
         on_appended: Callable[[], None] | None,
+        on_alerts: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
+        ticket: Ticket | None = None
         deadline = time.monotonic() + self.budget_s
         try:
             self.check_text(text)
@@ -103,18 +117,28 @@ class Pipeline:
                         appended = await self.store.append(
                             dialogue_id, seq, speaker, text, max_turns=bundle.window.store_turns
                         )
+                    if self.monitor is not None:  # before the next frame may append: tickets in append order
+                        ticket = self.monitor.ticket(dialogue_id)
                 finally:
                     if on_appended is not None:
                         on_appended()
                         on_appended = None
                 store_ms = _ms(t)
                 if appended.status == "duplicate" and appended.result is not None:
+                    # Evaluated again only if it never was (a replica died between result and monitor).
+                    await self._watch(ticket, speaker, text, appended.result, appended.monitor, on_alerts)
+                    ticket = None
                     timings = {"store": store_ms, "total": _ms(started)}
                     self._observe(endpoint, "duplicate", timings)
                     return {**appended.result, "timings_ms": timings}
                 submitted = now_ns()
-                row, batch_timings, anchor, window_turns = await self.engine.score(
-                    bundle, dialogue_id, appended.window, appended.anchor, deadline)
+                try:
+                    row, batch_timings, anchor, window_turns = await self.engine.score(
+                        bundle, dialogue_id, appended.window, appended.anchor, deadline)
+                except ServiceError as err:  # an expired turn's store time counts too (its queue: the batcher)
+                    if err.kind is ErrorKind.deadline_exceeded:
+                        self.metrics.observe_timings(endpoint, {"store": store_ms})
+                    raise
                 tokenize_ms = batch_timings.pop("tokenize")
                 tokenized = submitted + int(tokenize_ms * 1e6)
                 self.tracing.record("tokenize", submitted, tokenized)
@@ -124,6 +148,7 @@ class Pipeline:
                     "seq": seq,
                     "scores": row["scores"],
                     "labels": row["labels"],
+                    **_levels(row),
                     "model": {"name": str(bundle.name), "version": str(bundle.version)},
                     "window_turns": window_turns,
                 }
@@ -132,9 +157,13 @@ class Pipeline:
                     await self.store.set_result(dialogue_id, seq, body, f"{bundle.name}@{bundle.version}",
                                                 anchor=anchor)
                 store_ms += _ms(t)
+                await self._watch(ticket, speaker, text, body, appended.monitor, on_alerts)
+                ticket = None
         finally:
             if on_appended is not None:
                 on_appended()
+            if ticket is not None and self.monitor is not None:
+                self.monitor.release(ticket)
         timings = {
             "store": store_ms,
             "tokenize": tokenize_ms,
@@ -146,6 +175,18 @@ class Pipeline:
         self._observe(endpoint, "scored", timings)
         self.metrics.observe_labels(row["labels"])
         return {**body, "timings_ms": timings}
+
+    async def _watch(self, ticket: Ticket | None, speaker: str, text: str, body: dict[str, Any],
+                     state: dict[str, Any] | None, on_alerts: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        """Rules and call aggregates on the stored result (:mod:`service.alerts.monitor`)."""
+        if ticket is None or self.monitor is None:
+            return
+        turn = ScoredTurn(body["dialogue_id"], int(body["seq"]), speaker, text, body["labels"], body["scores"],
+                          time.time())
+        with self.tracing.span("monitor"):
+            alerts = await self.monitor.observe(ticket, turn, state)
+        if alerts and on_alerts is not None:
+            on_alerts(alerts)
 
     async def score(self, req: ScoreIn) -> dict[str, Any]:
         """Stateless scoring of a list of turns: the last one, or every one with ``all``."""
@@ -190,7 +231,8 @@ class Pipeline:
         outs = []
         for row, seen in scored:
             self.metrics.observe_labels(row["labels"])
-            outs.append({"scores": row["scores"], "labels": row["labels"], "model": model, "window_turns": seen})
+            outs.append({"scores": row["scores"], "labels": row["labels"], **_levels(row), "model": model,
+                         "window_turns": seen})
         if every:
             return {"turns": [{k: v for k, v in o.items() if k != "model"} for o in outs], "model": model,
                     "timings_ms": timings}
@@ -218,11 +260,19 @@ class Pipeline:
             "window": [t.as_dict() for t in state.window],
             "last_result": state.result,
             "model": state.model,
+            "summary": summary(state.monitor),
         }
 
+    async def live_calls(self, limit: int) -> dict[str, Any]:
+        """Live calls (scored within the window TTL, not ended), most recently scored first."""
+        calls = await self.store.live_calls(limit)
+        return {"dialogues": [listing(c.dialogue_id, c.monitor or {}, c.last_seq) for c in calls]}
+
     async def end(self, dialogue_id: str) -> None:
-        await self.store.delete(dialogue_id)
+        existed = await self.store.delete(dialogue_id)
         self.engine.forget(dialogue_id)
+        if existed and self.monitor is not None:
+            await self.monitor.ended(dialogue_id)
 
     async def feedback(self, fb: FeedbackIn) -> tuple[str, bool]:
         """Append the feedback to the stream; returns (entry id, whether the turn's window was attached)."""

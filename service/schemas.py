@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field, StrictBool
+
 from turnwise.api import DIALOGUE_ID_PATTERN, MAX_SEQ, MEANING, STATUS, ErrorKind
+from turnwise.events import AlertEvent, CallSummary, DialogueList, TurnEvent
 from turnwise.messages import (
     DialogueIdStr,
     DialogueOut,
@@ -30,7 +33,6 @@ from turnwise.messages import (
     ReloadOut,
     Reply,
     ScoreAllResult,
-    ScoreIn,
     ScoreResult,
     ScoresFrame,
     ScoreTurn,
@@ -42,13 +44,50 @@ from turnwise.messages import (
     TurnResult,
     WindowTurn,
 )
+from turnwise.messages import ScoreIn as _ScoreIn
 
 __all__ = [
-    "DIALOGUE_ID_PATTERN", "MAX_SEQ", "DialogueIdStr", "DialogueOut", "EndFrame", "EndedFrame", "ErrorFrame",
-    "ErrorOut", "FeedbackIn", "FeedbackOut", "Frame", "HealthOut", "ModelRef", "ReadyOut", "ReloadOut", "Reply",
-    "ScoreAllResult", "ScoreIn", "ScoreResult", "ScoreTurn", "ScoresFrame", "Seq", "Speaker", "Text", "TurnFrame",
-    "TurnIn", "TurnResult", "WindowTurn", "errors",
+    "DIALOGUE_ID_PATTERN",
+    "MAX_SEQ",
+    "AlertEvent",
+    "CallSummary",
+    "DialogueIdStr",
+    "DialogueList",
+    "DialogueOut",
+    "EndFrame",
+    "EndedFrame",
+    "ErrorFrame",
+    "ErrorOut",
+    "FeedbackIn",
+    "FeedbackOut",
+    "Frame",
+    "HealthOut",
+    "ModelRef",
+    "ReadyOut",
+    "ReloadOut",
+    "Reply",
+    "ScoreAllResult",
+    "ScoreIn",
+    "ScoreResult",
+    "ScoreTurn",
+    "ScoresFrame",
+    "Seq",
+    "Speaker",
+    "Text",
+    "TurnEvent",
+    "TurnFrame",
+    "TurnIn",
+    "TurnResult",
+    "WindowTurn",
+    "errors",
 ]
+
+class ScoreIn(_ScoreIn):
+    """The ``POST /v1/score`` body as the service validates it: ``all`` is a strict JSON boolean (``"yes"``,
+    ``"true"`` or ``1`` are a 422, not read as true), as the OpenAPI document declares it."""
+
+    all: StrictBool = Field(False, description=_ScoreIn.model_fields["all"].description)
+
 
 # An example message per kind, as the service words it.
 EXAMPLE_MESSAGES: dict[ErrorKind, str] = {

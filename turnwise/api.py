@@ -54,7 +54,8 @@ MEANING: dict[ErrorKind, str] = {
     ErrorKind.too_large: "body, text, frame or number of turns above a configured limit",
     ErrorKind.invalid: "a field is missing, has the wrong type or is out of range (the message names it)",
     ErrorKind.bundle_rejected: "the new model bundle failed its checks; the old one keeps serving",
-    ErrorKind.overloaded: "admission queue full; retry after `Retry-After` seconds",
+    ErrorKind.overloaded: "the request would not finish within its latency budget at the current load (or the "
+    "admission limit is reached); retry after `Retry-After` seconds",
     ErrorKind.store_unavailable: "the window store (Redis) cannot be reached; retry",
     ErrorKind.model_unavailable: "no model loaded yet, or the service is shutting down; retry (elsewhere)",
     ErrorKind.deadline_exceeded: "still queued when the latency budget ran out; never computed",

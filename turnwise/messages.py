@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from turnwise.api import DIALOGUE_ID_PATTERN, MAX_SEQ, ErrorKind
+from turnwise.events import CallSummary
 
 DialogueIdStr = Annotated[
     str, StringConstraints(pattern=DIALOGUE_ID_PATTERN), Field(description="1-128 characters of [A-Za-z0-9._:-]",
@@ -182,6 +183,8 @@ class DialogueOut(_Out):
     window: list[WindowTurn] = Field(description="The turns the next turn's window starts from, oldest first.")
     last_result: TurnResult | None = Field(description="The last turn's result (null until it is scored).")
     model: str | None = Field(description="name@version of the model that scored the last turn.")
+    summary: CallSummary = Field(description="The call's aggregates: turns scored, label counts, sentiment "
+                                 "trend, alerts so far.")
 
 
 class FeedbackOut(_Out):
@@ -252,12 +255,15 @@ class ErrorFrame(_Out):
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
         {"type": "error", "code": "conflict", "message": "dialogue 'call-0042': seq 2 is older than the last seq 5",
-         "seq": 2}]})
+         "seq": 2, "dialogue_id": "call-0042"}]})
 
     type: Literal["error"]
     code: ErrorKind = Field(description="The error kind (the REST error_type).")
     message: str = Field(description="What went wrong, for a person.")
     seq: int | None = Field(description="The failed frame's seq when it had a readable one, else null.")
+    dialogue_id: str | None = Field(None, description="The failed frame's dialogue_id when it had a readable one.")
+    retry_after_s: float | None = Field(None, description="overloaded: seconds to wait before sending the frame "
+                                        "again (the REST Retry-After).")
 
 
 Reply = Annotated[ScoresFrame | EndedFrame | ErrorFrame, Field(discriminator="type")]

@@ -48,6 +48,21 @@ def feedback_stream(prefix: str) -> str:
     return f"{prefix}feedback"
 
 
+def events_stream(prefix: str) -> str:
+    """STREAM of call events for other systems: alerts and call ends, one JSON ``event`` field each."""
+    return f"{prefix}events"
+
+
+def turn_events_stream(prefix: str) -> str:
+    """STREAM of scored-turn events (the live monitor's transcript), one JSON ``event`` field each."""
+    return f"{prefix}turn-events"
+
+
+def live_key(prefix: str) -> str:
+    """ZSET of live dialogue ids, scored by the unix time of their last scored turn."""
+    return f"{prefix}live"
+
+
 @dataclass(frozen=True)
 class StoredTurn:
     """One turn as the window store keeps it (a JSON string in the turns LIST)."""

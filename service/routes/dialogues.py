@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from service.deps import Authenticated, DialogueId, PipelineDep
-from service.schemas import DialogueOut, TurnIn, TurnResult, errors
+from service.schemas import DialogueList, DialogueOut, TurnIn, TurnResult, errors
 from turnwise.api import ErrorKind as K
 
 router = APIRouter(prefix="/v1/dialogues", tags=["dialogues"], dependencies=[Authenticated])
@@ -32,6 +34,23 @@ async def post_turn(dialogue_id: DialogueId, turn: TurnIn, pipeline: PipelineDep
 
 
 @router.get(
+    "",
+    response_model=None,
+    responses={
+        200: {"model": DialogueList, "description": "Live calls, most recently scored first."},
+        **errors(K.unauthenticated, K.invalid, K.store_unavailable),
+    },
+)
+async def list_dialogues(pipeline: PipelineDep,
+                         limit: Annotated[int, Query(ge=1, le=1000, description="Most calls listed.")] = 200,
+                         ) -> JSONResponse:
+    """Live calls (scored within the window TTL and not ended) with their latest labels and alert count."""
+    body = await pipeline.live_calls(limit)
+    pipeline.metrics.count("dialogue", "ok")
+    return JSONResponse(body)
+
+
+@router.get(
     "/{dialogue_id}",
     response_model=None,
     responses={
@@ -40,7 +59,8 @@ async def post_turn(dialogue_id: DialogueId, turn: TurnIn, pipeline: PipelineDep
     },
 )
 async def get_dialogue(dialogue_id: DialogueId, pipeline: PipelineDep) -> JSONResponse:
-    """The current window (oldest first) and the last result; 404 when the dialogue is unknown, ended or expired."""
+    """The current window (oldest first), the last result and the call's aggregates (turns scored, label
+    counts, sentiment trend, alerts so far); 404 when the dialogue is unknown, ended or expired."""
     body = await pipeline.dialogue(dialogue_id)
     pipeline.metrics.count("dialogue", "ok")
     return JSONResponse(body)

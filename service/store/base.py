@@ -28,7 +28,8 @@ from service.store.errors import StoreError, StoreErrorKind
 from turnwise.names import StoredTurn
 
 # The contract: its types, the stored-turn format and the errors every method may raise.
-__all__ = ["AppendResult", "DialogueState", "StoreError", "StoreErrorKind", "StoredTurn", "WindowStore"]
+__all__ = ["AppendResult", "DialogueState", "MonitorWrite", "StoreError", "StoreErrorKind", "StoredTurn",
+           "WindowStore"]
 
 
 @dataclass
@@ -37,6 +38,7 @@ class AppendResult:
     window: list[StoredTurn]  # oldest first; the last one is the turn at ``seq``
     result: dict[str, Any] | None = None  # the stored result of a duplicate, when there is one
     anchor: int | None = None  # streaming bundles: seq of the current span's first turn, when recorded
+    monitor: dict[str, Any] | None = None  # the call's alert/aggregate state, as of this append
 
 
 @dataclass
@@ -46,6 +48,16 @@ class DialogueState:
     last_seq: int | None
     result: dict[str, Any] | None
     model: str | None
+    monitor: dict[str, Any] | None = None
+
+
+@dataclass
+class MonitorWrite:
+    """What :meth:`WindowStore.put_monitor` did: ``ok`` (stored), ``stale`` (another write got there first:
+    ``current`` is the stored state to evaluate from again) or ``gone`` (the call ended or expired)."""
+
+    status: Literal["ok", "stale", "gone"]
+    current: dict[str, Any] | None = None
 
 
 class WindowStore(ABC):
@@ -78,6 +90,26 @@ class WindowStore(ABC):
     @abstractmethod
     async def add_feedback(self, record: dict[str, str]) -> str:
         """Append a feedback record to the stream the training sidecar consumes; returns its id."""
+
+    # --- call monitor: alert state, events, live calls (service.alerts) ---------------------------
+    @abstractmethod
+    async def put_monitor(self, dialogue_id: str, base_seq: int, state: dict[str, Any]) -> MonitorWrite:
+        """Store the call's monitor state if the stored one is still the one evaluated from (its ``seq`` is
+        ``base_seq``, -1 for none) and the call is live: a compare-and-set, so two writers never both win."""
+
+    @abstractmethod
+    async def publish(self, events: list[dict[str, Any]], live: tuple[str, float] | None = None) -> None:
+        """Append events to their streams (``turn`` events to the turn stream, the rest to the events
+        stream, both bounded) and, with ``live`` = (dialogue_id, unix time), mark the call live."""
+
+    @abstractmethod
+    async def live_calls(self, limit: int) -> list[DialogueState]:
+        """Live calls with their monitor state, most recently scored first."""
+
+    @abstractmethod
+    async def read_events(self, cursor: Any, block_s: float) -> tuple[Any, list[dict[str, Any]]]:
+        """Events published after ``cursor`` (None: from now on), waiting up to ``block_s`` for the first;
+        returns the new cursor and the events, oldest first."""
 
     @abstractmethod
     async def ping(self) -> None:

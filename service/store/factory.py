@@ -21,5 +21,9 @@ def open_store(settings: Settings) -> WindowStore:
             ttl_s=settings.window_ttl_s,
             timeout_s=settings.redis_timeout_s,
             feedback_maxlen=settings.feedback_maxlen,
+            call_timeout_s=settings.latency_budget_ms / 1000.0,
+            events_maxlen=settings.events_maxlen,
+            turn_events_maxlen=settings.turn_events_maxlen,
         )
-    return MemoryStore(ttl_s=settings.window_ttl_s, feedback_maxlen=settings.feedback_maxlen)
+    return MemoryStore(ttl_s=settings.window_ttl_s, feedback_maxlen=settings.feedback_maxlen,
+                       events_maxlen=settings.events_maxlen)

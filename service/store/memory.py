@@ -7,12 +7,15 @@ like the Redis Lua script. Expired dialogues are dropped lazily on access and by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore
+from service.store.base import AppendResult, DialogueState, MonitorWrite, StoredTurn, WindowStore
 from service.store.errors import seq_conflict
 from turnwise.names import turn_digest
 
@@ -28,13 +31,19 @@ class _Entry:
     result: dict[str, Any] | None = None
     model: str | None = None
     anchor: int | None = None
+    monitor: dict[str, Any] | None = None
+    live_at: float | None = None
 
 
 class MemoryStore(WindowStore):
     kind = "memory"
 
-    def __init__(self, *, ttl_s: int = 7200, feedback_maxlen: int = 1_000_000):
+    def __init__(self, *, ttl_s: int = 7200, feedback_maxlen: int = 1_000_000, events_maxlen: int = 100_000):
         self.ttl_s = ttl_s
+        # Published events, numbered; readers wait on ``_published``, replaced by every publish.
+        self.events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=events_maxlen)
+        self._event_seq = 0
+        self._published = asyncio.Event()
         self._dialogues: dict[str, _Entry] = {}
         # The embedded equivalent of the Redis stream: (id, record), oldest first, bounded.
         self.feedback: deque[tuple[str, dict[str, str]]] = deque(maxlen=feedback_maxlen)
@@ -66,7 +75,7 @@ class MemoryStore(WindowStore):
                 if digest != entry.last_hash:
                     raise seq_conflict(dialogue_id, seq, entry.last_seq, stale=False)
                 entry.expires_at = now + self.ttl_s
-                return AppendResult("duplicate", list(entry.turns), entry.result, entry.anchor)
+                return AppendResult("duplicate", list(entry.turns), entry.result, entry.anchor, entry.monitor)
         turn = StoredTurn(seq, speaker, text)
         if entry is None:
             entry = _Entry(turns=deque(maxlen=max_turns), last_seq=seq, last_hash=digest, expires_at=0.0)
@@ -77,7 +86,7 @@ class MemoryStore(WindowStore):
         entry.last_seq, entry.last_hash = seq, digest
         entry.result, entry.model = None, None
         entry.expires_at = now + self.ttl_s
-        return AppendResult("appended", list(entry.turns), None, entry.anchor)
+        return AppendResult("appended", list(entry.turns), None, entry.anchor, entry.monitor)
 
     async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
                          anchor: int | None = None) -> bool:
@@ -98,7 +107,7 @@ class MemoryStore(WindowStore):
         entry = self._live(dialogue_id, time.monotonic())
         if entry is None:
             return None
-        return DialogueState(dialogue_id, list(entry.turns), entry.last_seq, entry.result, entry.model)
+        return DialogueState(dialogue_id, list(entry.turns), entry.last_seq, entry.result, entry.model, entry.monitor)
 
     async def delete(self, dialogue_id: str) -> bool:
         return self._dialogues.pop(dialogue_id, None) is not None
@@ -108,6 +117,47 @@ class MemoryStore(WindowStore):
         entry_id = f"{int(time.time() * 1000)}-{self._feedback_seq}"
         self.feedback.append((entry_id, dict(record)))
         return entry_id
+
+    async def put_monitor(self, dialogue_id: str, base_seq: int, state: dict[str, Any]) -> MonitorWrite:
+        entry = self._live(dialogue_id, time.monotonic())
+        if entry is None:
+            return MonitorWrite("gone")
+        stored = -1 if entry.monitor is None else int(entry.monitor.get("seq", -1))
+        if stored != base_seq:
+            return MonitorWrite("stale", entry.monitor)
+        entry.monitor = state
+        return MonitorWrite("ok")
+
+    async def publish(self, events: list[dict[str, Any]], live: tuple[str, float] | None = None) -> None:
+        for event in events:
+            self._event_seq += 1
+            self.events.append((self._event_seq, event))
+        if live is not None:
+            entry = self._live(live[0], time.monotonic())
+            if entry is not None:
+                entry.live_at = live[1]
+        if events:
+            self._published.set()
+            self._published = asyncio.Event()
+
+    async def live_calls(self, limit: int) -> list[DialogueState]:
+        now = time.monotonic()
+        live = [(e.live_at, k) for k, e in self._dialogues.items() if e.live_at is not None and e.expires_at > now]
+        live.sort(reverse=True)
+        out = []
+        for _, key in live[:limit]:
+            e = self._dialogues[key]
+            out.append(DialogueState(key, [], e.last_seq, None, e.model, e.monitor))
+        return out
+
+    async def read_events(self, cursor: Any, block_s: float) -> tuple[Any, list[dict[str, Any]]]:
+        after = self._event_seq if cursor is None else int(cursor)
+        if self._event_seq <= after and block_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._published.wait(), block_s)
+        newer = min(self._event_seq - after, len(self.events))
+        found = [e for _, e in itertools.islice(reversed(self.events), max(newer, 0))][::-1]
+        return self._event_seq, found
 
     async def ping(self) -> None:
         return None

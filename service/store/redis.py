@@ -12,10 +12,13 @@ dialogue's keys share one Redis Cluster slot (``dialogue_id`` cannot hold braces
 
 Append + dedupe + trim + expire run in one Lua script (:data:`APPEND_LUA`), so a crash or a lost
 connection can never leave half a write. Any Redis connection error or timeout becomes
-``StoreError(unavailable)``; the pool reconnects by itself when Redis is back.
+``StoreError(unavailable)``; the pool reconnects by itself when Redis is back. Every call, its retry
+included, ends within the time left to the request's deadline (:mod:`service.store.deadline`) and
+never takes longer than ``call_timeout_s`` (the latency budget) outside a request.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -28,28 +31,31 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.store import deadline
 from service.store.base import AppendResult, DialogueState, StoredTurn, WindowStore
 from service.store.errors import StoreError, StoreErrorKind, seq_conflict
+from service.store.redis_monitor import RedisMonitor
 from turnwise import names
 
 T = TypeVar("T")
 
 # KEYS: turns, meta. ARGV: seq, turn digest, turn JSON, max_turns, ttl_s.
-# -> {status, last_seq, result JSON or "", window LIST, anchor or ""};
+# -> {status, last_seq, result JSON or "", window LIST, anchor or "", monitor JSON or ""};
 # status in appended|duplicate|stale|conflict.
 APPEND_LUA = """
 local seq = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[5])
-local meta = redis.call('HMGET', KEYS[2], 'last_seq', 'last_hash', 'result', 'anchor')
+local meta = redis.call('HMGET', KEYS[2], 'last_seq', 'last_hash', 'result', 'anchor', 'monitor')
 local anchor = meta[4] or ''
+local monitor = meta[5] or ''
 if meta[1] then
   local last = tonumber(meta[1])
-  if seq < last then return {'stale', meta[1], '', {}, anchor} end
+  if seq < last then return {'stale', meta[1], '', {}, anchor, ''} end
   if seq == last then
-    if meta[2] ~= ARGV[2] then return {'conflict', meta[1], '', {}, anchor} end
+    if meta[2] ~= ARGV[2] then return {'conflict', meta[1], '', {}, anchor, ''} end
     redis.call('EXPIRE', KEYS[1], ttl)
     redis.call('EXPIRE', KEYS[2], ttl)
-    return {'duplicate', meta[1], meta[3] or '', redis.call('LRANGE', KEYS[1], 0, -1), anchor}
+    return {'duplicate', meta[1], meta[3] or '', redis.call('LRANGE', KEYS[1], 0, -1), anchor, monitor}
   end
 end
 redis.call('RPUSH', KEYS[1], ARGV[3])
@@ -58,7 +64,7 @@ redis.call('HSET', KEYS[2], 'last_seq', ARGV[1], 'last_hash', ARGV[2])
 redis.call('HDEL', KEYS[2], 'result', 'model')
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1), anchor}
+return {'appended', ARGV[1], '', redis.call('LRANGE', KEYS[1], 0, -1), anchor, monitor}
 """
 
 # KEYS: meta, turns. ARGV: seq, result JSON, model, ttl_s, anchor or "". The result is written only
@@ -89,7 +95,7 @@ return 0
 """
 
 
-class RedisStore(WindowStore):
+class RedisStore(RedisMonitor, WindowStore):
     kind = "redis"
 
     def __init__(
@@ -100,8 +106,14 @@ class RedisStore(WindowStore):
         ttl_s: int = 7200,
         timeout_s: float = 0.5,
         feedback_maxlen: int = 1_000_000,
+        call_timeout_s: float = 1.0,
+        events_maxlen: int = 100_000,
+        turn_events_maxlen: int = 10_000,
     ):
+        self.url, self.timeout_s = url, timeout_s
+        self.events_maxlen, self.turn_events_maxlen = events_maxlen, turn_events_maxlen
         self.prefix = prefix
+        self.call_timeout_s = call_timeout_s
         self.ttl_s = ttl_s
         self.feedback_maxlen = feedback_maxlen
         # One quick retry covers a connection the server closed while idle; a Redis that is really
@@ -117,6 +129,7 @@ class RedisStore(WindowStore):
         )
         self._append = self.client.register_script(APPEND_LUA)
         self._set_result = self.client.register_script(SET_RESULT_LUA)
+        self._register_monitor()
 
     def turns_key(self, dialogue_id: str) -> str:
         return names.turns_key(self.prefix, dialogue_id)
@@ -129,8 +142,15 @@ class RedisStore(WindowStore):
         return names.feedback_stream(self.prefix)
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        timeout = deadline.remaining(self.call_timeout_s)
+        if timeout <= 0:
+            raise StoreError(StoreErrorKind.unavailable, "window store not asked: the latency budget is spent")
         try:
-            return await op()
+            return await asyncio.wait_for(op(), timeout)
+        except TimeoutError as err:  # asyncio's: the deadline passed (Redis' own timeout is RedisTimeoutError)
+            raise StoreError(
+                StoreErrorKind.unavailable, f"window store did not answer within {timeout * 1000:.0f} ms"
+            ) from err
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
             raise StoreError(
                 StoreErrorKind.unavailable, f"window store unavailable (Redis: {type(err).__name__})"
@@ -142,13 +162,15 @@ class RedisStore(WindowStore):
         turn = StoredTurn(seq, speaker, text)
         keys = [self.turns_key(dialogue_id), self.meta_key(dialogue_id)]
         args: list[str | int] = [seq, names.turn_digest(speaker, text), turn.to_json(), max_turns, self.ttl_s]
-        status, last, result, raw_window, anchor = await self._call(lambda: self._append(keys=keys, args=args))
+        status, last, result, raw_window, anchor, monitor = await self._call(
+            lambda: self._append(keys=keys, args=args))
         if status == "stale":
             raise seq_conflict(dialogue_id, seq, int(last), stale=True)
         if status == "conflict":
             raise seq_conflict(dialogue_id, seq, int(last), stale=False)
         window = [StoredTurn.from_json(raw) for raw in raw_window]
-        return AppendResult(status, window, json.loads(result) if result else None, int(anchor) if anchor else None)
+        return AppendResult(status, window, json.loads(result) if result else None, int(anchor) if anchor else None,
+                            json.loads(monitor) if monitor else None)
 
     async def set_result(self, dialogue_id: str, seq: int, result: dict[str, Any], model: str,
                          anchor: int | None = None) -> bool:
@@ -174,10 +196,17 @@ class RedisStore(WindowStore):
             last_seq=int(meta["last_seq"]) if "last_seq" in meta else None,
             result=json.loads(meta["result"]) if meta.get("result") else None,
             model=meta.get("model"),
+            monitor=json.loads(meta["monitor"]) if meta.get("monitor") else None,
         )
 
     async def delete(self, dialogue_id: str) -> bool:
-        n = await self._call(lambda: self.client.delete(self.turns_key(dialogue_id), self.meta_key(dialogue_id)))
+        async def op() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.turns_key(dialogue_id), self.meta_key(dialogue_id))
+                pipe.zrem(self.live_key, dialogue_id)
+                return await pipe.execute()
+
+        n, _ = await self._call(op)
         return bool(n)
 
     async def add_feedback(self, record: dict[str, str]) -> str:
@@ -196,4 +225,5 @@ class RedisStore(WindowStore):
         await self._call(self.client.ping)
 
     async def close(self) -> None:
+        await self._close_reader()
         await self.client.aclose()  # type: ignore[attr-defined]  # types-redis 4.6 predates aclose()

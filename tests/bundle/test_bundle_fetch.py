@@ -139,7 +139,7 @@ def test_url_seeds_a_verified_bundle_once(server: Server, archive: bytes, tmp_pa
     link = fetch_url(dest, "current", f"{server.url}/b.tar.gz", sha(archive))
     version = f"url-{sha(archive)[:16]}"
     assert served(dest) == version
-    assert sorted(p.name for p in link.iterdir()) == ["bundle.json", "model.onnx"]  # the archive's top dir
+    assert sorted(p.name for p in link.iterdir()) == ["SHA256SUMS", "bundle.json", "model.onnx"]  # the top dir
     assert (dest / ".seeded-current").read_text().strip() == version
     hits = len(server.seen)
     fetch_url(dest, "current", f"{server.url}/b.tar.gz", sha(archive))  # a restarted pod
@@ -252,7 +252,7 @@ def test_concurrent_pods_on_one_volume(server: Server, archive: bytes, tmp_path:
     assert served(dest) == "url-x"
     copies = [p for p in dest.iterdir() if p.name.startswith(".url-x.")]
     assert len(copies) == 1, f"losing pods must remove their copies: {copies}"
-    assert sorted(p.name for p in (dest / "current").iterdir()) == ["bundle.json", "model.onnx"]
+    assert sorted(p.name for p in (dest / "current").iterdir()) == ["SHA256SUMS", "bundle.json", "model.onnx"]
 
 
 # --------------------------------------------------------------------------------------------- OCI
@@ -265,7 +265,7 @@ def test_oci_pull_with_a_bearer_challenge(server: Server, archive: bytes, tmp_pa
     dest.mkdir()
     fetch_oci(dest, "current", f"127.0.0.1:{server.port}/team/turnwise-bundle:v3", plain_http=True)
     assert served(dest) == f"oci-{digest.removeprefix('sha256:')[:16]}"
-    assert sorted(p.name for p in (dest / "current").iterdir()) == ["bundle.json", "model.onnx"]
+    assert sorted(p.name for p in (dest / "current").iterdir()) == ["SHA256SUMS", "bundle.json", "model.onnx"]
     assert any(path.startswith("/token?") and "scope=repository" in path for path, _ in server.seen)
     # by digest too, and the manifest digest is checked against it
     dest2 = tmp_path / "models2"

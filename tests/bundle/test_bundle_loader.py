@@ -19,7 +19,7 @@ from bundle.errors import (
     VariantUnavailableError,
 )
 from bundle.loader import choose_variant, load_bundle
-from bundle.manifest import MANIFEST
+from bundle.manifest import MANIFEST, write_seal
 from bundle.providers import available
 from turnwise.dialogue import read_jsonl
 from turnwise.window import windows_of
@@ -32,6 +32,7 @@ def edit_manifest(bundle: Path, fn) -> None:
     m = json.loads(path.read_text(encoding="utf-8"))
     fn(m)
     path.write_text(json.dumps(m), encoding="utf-8")
+    write_seal(bundle, m["sha256"])  # re-sealed: these tests are about what bundle.json says, not the seal
 
 
 def sample_windows(window, limit: int = 40) -> list[list]:

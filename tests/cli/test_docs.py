@@ -78,7 +78,10 @@ def test_asyncapi_document_is_self_consistent():
     refs = re.findall(r'"\$ref": "([^"]+)"', json.dumps(doc))
     assert refs and all(resolve(r) is not None for r in refs)
     messages = doc["components"]["messages"]
-    assert set(messages) == {"turn", "end", "scores", "ended", "error"}
+    assert set(messages) == {"turn", "end", "scores", "ended", "error", "alert", "turnEvent", "endedEvent"}
+    assert set(doc["channels"]["stream"]["messages"]) == {"turn", "end", "scores", "ended", "error", "alert"}
+    assert doc["channels"]["events"]["address"] == "/v1/events"
+    assert set(doc["channels"]["events"]["messages"]) == {"alert", "turnEvent", "endedEvent"}
     for m in messages.values():
         assert m["examples"], m["name"]
     codes = doc["components"]["schemas"]["ErrorKind"]["enum"]

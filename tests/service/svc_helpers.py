@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from bundle.manifest import seal
 from harness.live import LiveServer
 from harness.ports import free_port
 
@@ -14,11 +15,12 @@ __all__ = ["LiveServer", "bundle_version", "free_port", "repoint"]
 
 
 def bundle_version(src: Path, dst: Path, version: str) -> Path:
-    """A copy of ``src`` announcing another version (bundle.json is not in its own checksums)."""
+    """A copy of ``src`` announcing another version (bundle.json edited, then re-sealed)."""
     shutil.copytree(src, dst)
     manifest = json.loads((dst / "bundle.json").read_text())
     manifest["version"] = version
     (dst / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    seal(dst)
     return dst
 
 

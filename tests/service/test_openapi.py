@@ -85,7 +85,9 @@ def test_metrics_is_text_and_the_websocket_is_documented(spec):
     ws = spec["paths"]["/v1/stream"]["get"]
     assert ws["x-websocket"] and set(ws["responses"]) == {"101", "401", "503"}
     assert "/asyncapi.json" in ws["externalDocs"]["url"]
-    for frame in ("TurnFrame", "EndFrame", "ScoresFrame", "EndedFrame", "ErrorFrame"):
+    events = spec["paths"]["/v1/events"]["get"]
+    assert events["x-websocket"] and {p["name"] for p in events["parameters"]} >= {"dialogue_id", "severity", "types"}
+    for frame in ("TurnFrame", "EndFrame", "ScoresFrame", "EndedFrame", "ErrorFrame", "AlertEvent", "TurnEvent"):
         assert frame in spec["components"]["schemas"]
 
 

@@ -48,7 +48,9 @@ async def test_reload_swaps_and_a_bad_bundle_keeps_the_old_one(tiny_bundle: Path
         await engine.reload()
     assert info.value.kind is ErrorKind.bundle_rejected and "format_version" in info.value.message
     assert engine.current.version == "2"
-    assert (await engine.reload())["reloaded"] is False  # the rejected version is not retried
+    with pytest.raises(ServiceError) as again:  # the rejected version is not loaded again, still refused
+        await engine.reload()
+    assert again.value.kind is ErrorKind.bundle_rejected and again.value.message == info.value.message
     rows = await engine.infer(engine.current, engine.encode(engine.current, [[{"speaker": "a", "text": "hi"}]]))
     assert len(rows) == 1 and set(rows[0]["labels"]) == {"intent", "act", "sentiment"}
     engine.close()
@@ -66,3 +68,25 @@ def test_length_groups_bound_padding(max_waste: float):
             assert 1 - sum(lengths[i] for i in g) / (len(g) * longest) <= max_waste + 1e-9
         if max_waste >= 1:
             assert len(groups) == 1
+
+
+async def test_a_replaced_bundle_is_released(tiny_bundle: Path, tmp_path: Path):
+    """After a hot reload nothing keeps the old bundle (its ONNX session) alive: admission estimates,
+    tokenizer caches and streaming states are all per bundle."""
+    import gc
+    import weakref
+
+    link = tmp_path / "current"
+    link.symlink_to(bundle_version(tiny_bundle, tmp_path / "v1", "1"), target_is_directory=True)
+    engine = Engine(Settings(bundle=link), Metrics())
+    await engine.start()
+    await engine.infer(engine.current, engine.encode(engine.current, [[{"speaker": "a", "text": "hi"}]]))
+    old = weakref.ref(engine.current)
+    link.unlink()
+    link.symlink_to(bundle_version(tiny_bundle, tmp_path / "v2", "2"), target_is_directory=True)
+    assert (await engine.reload())["reloaded"] is True
+    await engine.infer(engine.current, engine.encode(engine.current, [[{"speaker": "a", "text": "hi"}]]))
+    gc.collect()
+    assert old() is None
+    await engine.stop()
+    engine.close()

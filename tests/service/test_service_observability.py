@@ -146,12 +146,12 @@ async def test_spans_of_a_turn_follow_the_callers_trace(live, memory_exporter) -
     srv.app.state.tracing.flush()
     spans = {s.name: s for s in memory_exporter.get_finished_spans()}
     assert set(spans) == {"HTTP POST turns", "score_turn", "store.append", "tokenize", "queue", "inference",
-                          "store.set_result"}
+                          "store.set_result", "monitor"}
     server = spans["HTTP POST turns"]
     assert f"{server.context.trace_id:032x}" == trace_id and f"{server.parent.span_id:016x}" == parent_id
     assert server.attributes["http.response.status_code"] == 200
     assert spans["score_turn"].parent.span_id == server.context.span_id
-    for child in ("store.append", "tokenize", "queue", "inference", "store.set_result"):
+    for child in ("store.append", "tokenize", "queue", "inference", "store.set_result", "monitor"):
         assert spans[child].parent.span_id == spans["score_turn"].context.span_id, child
         assert spans[child].context.trace_id == server.context.trace_id
     assert spans["queue"].end_time <= spans["inference"].start_time + 1

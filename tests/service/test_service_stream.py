@@ -69,7 +69,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(live):
         assert (await recv(ws))["type"] == "scores"
         await ws.send(turn("call-e", 0, "other text"))
         e = await recv(ws)
-        assert e == {"type": "error", "code": "conflict", "seq": 0, "message": e["message"]}
+        assert e == {"type": "error", "code": "conflict", "seq": 0, "dialogue_id": "call-e", "message": e["message"]}
         await ws.send(
             json.dumps({"type": "turn", "dialogue_id": "call-e", "seq": 1, "speaker": "agent", "text": "ok"}).encode()
         )  # binary frames are read as JSON too

@@ -5,6 +5,8 @@ wraps it for blocking code.
   order, so each submitted frame gets a future that the matching reply resolves (``scores`` ->
   :class:`~turnwise.messages.ScoresFrame`, ``ended`` -> :class:`~turnwise.messages.EndedFrame`,
   ``error`` -> the typed :class:`~turnwise.client.errors.APIError` raised from the future).
+  ``alert`` frames (the alerts a turn fired, right after its scores) are not replies: they go to
+  :attr:`AsyncStream.alerts` (the last 1,000) and to :attr:`AsyncStream.on_alert` when set.
 - :meth:`AsyncStream.call` gives a :class:`StreamCall` that assigns seq; its ``send`` awaits the reply
   and retries overloaded / unavailable answers per the retry policy (safe: turns are idempotent on
   seq and nothing of that call is in flight behind it); ``submit`` pipelines without retrying.
@@ -21,6 +23,7 @@ import contextlib
 import json
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ from turnwise.api import CLOSE_SERVICE_RESTART, RETRYABLE, STREAM_PATH, SUBPROTO
 from turnwise.client.errors import APIError, ClientError, StreamClosed, Unreachable, api_error
 from turnwise.client.http import check_dialogue_id, headers
 from turnwise.client.retry import RetryPolicy, parse_retry_after
+from turnwise.events import AlertEvent
 from turnwise.messages import EndedFrame, ScoresFrame
 
 RECONNECT_CODES = frozenset({CLOSE_SERVICE_RESTART, 1001, 1006, 1011})  # restart, going away, dropped, error
@@ -76,6 +80,9 @@ class AsyncStream:
         self._connected: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed: ClientError | None = None
+        # ``alert`` frames are no replies: they follow the scores of the turn that fired them.
+        self.alerts: deque[AlertEvent] = deque(maxlen=1000)
+        self.on_alert: Callable[[AlertEvent], None] | None = None
 
     # --- connecting ------------------------------------------------------------------------------
     async def _connect(self) -> ClientConnection:
@@ -207,6 +214,12 @@ class AsyncStream:
         self._wake.set()  # resend every unanswered frame, in order
 
     def _resolve(self, reply: dict[str, Any]) -> None:
+        if reply.get("type") == "alert":
+            alert = AlertEvent.model_validate(reply)
+            self.alerts.append(alert)
+            if self.on_alert is not None:
+                self.on_alert(alert)
+            return
         if not self._pending:
             return  # nothing asked: not a reply to us
         item = self._pending.popleft()
@@ -215,10 +228,11 @@ class AsyncStream:
             return
         kind = reply.get("type")
         if kind == "error":
-            seq = reply.get("seq")
+            seq, wait = reply.get("seq"), reply.get("retry_after_s")
             item.future.set_exception(api_error(str(reply.get("code")), str(reply.get("message", "")),
                                                 seq=seq if isinstance(seq, int) else item.seq,
-                                                dialogue_id=item.dialogue_id))
+                                                dialogue_id=item.dialogue_id,
+                                                retry_after=float(wait) if isinstance(wait, int | float) else None))
         elif kind == "ended":
             item.future.set_result(EndedFrame.model_validate(reply))
         else:
