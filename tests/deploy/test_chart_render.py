@@ -493,7 +493,7 @@ RWO = {"accessModes": ["ReadWriteOnce"]}
         ({"sidecar": {"enabled": True, "mode": "deployment"}}, "set bundle.persistence.enabled=true"),
         ({"sidecar": {"enabled": True, "mode": "cron"}}, "sidecar.mode must be container or deployment"),
         ({"autoscaling": {"targetCPUUtilizationPercentage": None}}, "needs a metric"),
-        ({"terminationGracePeriodSeconds": 20}, "must exceed preStopSleepSeconds + config.shutdownGraceS"),
+        ({"terminationGracePeriodSeconds": 20}, "must exceed preStopSleepSeconds + the drain"),
         ({"metrics": {"prometheusRule": {"enabled": True, "slo": {"latencySeconds": 0.12}}}},
          "must be a bucket bound of turnwise_request_duration_seconds"),
         ({"metrics": {"prometheusRule": {"enabled": True, "slo": {"availabilityTarget": 1}}}},

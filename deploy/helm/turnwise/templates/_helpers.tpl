@@ -319,9 +319,10 @@ Combinations that would deploy something broken fail the render with a message s
 {{- if and .Values.autoscaling.enabled (not (or .Values.autoscaling.targetCPUUtilizationPercentage .Values.autoscaling.queueDepth.enabled .Values.autoscaling.extraMetrics)) -}}
 {{- fail "turnwise: autoscaling.enabled=true needs a metric: targetCPUUtilizationPercentage, queueDepth.enabled or extraMetrics." -}}
 {{- end -}}
-{{- $needed := add (int .Values.preStopSleepSeconds) (int .Values.config.shutdownGraceS) -}}
+{{- $drain := max (int .Values.config.shutdownGraceS) (int (.Values.config.drainS | default 20)) -}}
+{{- $needed := add (int .Values.preStopSleepSeconds) $drain -}}
 {{- if le (int .Values.terminationGracePeriodSeconds) $needed -}}
-{{- fail (printf "turnwise: terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + config.shutdownGraceS (%d), or Kubernetes kills the pod mid-drain." (int .Values.terminationGracePeriodSeconds) $needed) -}}
+{{- fail (printf "turnwise: terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + the drain (config.drainS, config.shutdownGraceS: %d), or Kubernetes kills the pod mid-drain." (int .Values.terminationGracePeriodSeconds) $needed) -}}
 {{- end -}}
 {{- if .Values.metrics.prometheusRule.enabled -}}
 {{- $slo := .Values.metrics.prometheusRule.slo -}}
