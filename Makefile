@@ -11,7 +11,7 @@ RUNS ?= runs
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## python3-venv and redis-server from the system package manager, where missing
+system-deps: ## python3-venv, redis-server, chromium and chromium-driver from the system package manager, where missing
 	@bash scripts/system-deps.sh
 
 $(STAMP):
@@ -45,7 +45,7 @@ bench: $(STAMP) ## benchmarks -> benchmarks/results/
 	@if [ -f benchmarks/service_bench.py ]; then $(PY) -m benchmarks.service_bench; fi
 	@if [ -f benchmarks/context_sweep.py ]; then $(PY) -m benchmarks.context_sweep; fi
 
-evidence: $(STAMP) ## the paper's Table 1 on DailyDialog and MELD (cpu preset, ~2.5 h on 2 cores) -> benchmarks/results/
+evidence: $(STAMP) ## Table 1, second round (budget check, then every table; days on 2 cores; PRESET=cpu: the first round, ~2.5 h) -> benchmarks/results/
 	@bash scripts/evidence.sh
 
 LOADTEST_ARGS ?=

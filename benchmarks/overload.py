@@ -38,6 +38,9 @@ TEXTS = ["Hi, my card was charged twice.", "Can you check my order status?", "I 
          "Thanks, that fixed it.", "Why is my bill so high this month?", "Please transfer me to billing."]
 
 
+REPEAT = 1  # --text-repeat: each utterance is a sample text this many times (heavier turns, lower capacity)
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -51,7 +54,7 @@ async def post_turn(c: httpx.AsyncClient, call_id: str) -> tuple[int, float | No
     status 0 on a transport error or timeout."""
     try:
         r = await c.post(f"/v1/dialogues/{call_id}/turns",
-                         json={"seq": 0, "speaker": "customer", "text": random.choice(TEXTS)})
+                         json={"seq": 0, "speaker": "customer", "text": " ".join([random.choice(TEXTS)] * REPEAT)})
     except httpx.HTTPError:
         return 0, None, None
     retry = r.headers.get("retry-after")
@@ -131,7 +134,7 @@ def target(args: argparse.Namespace) -> Iterator[str]:
            "TURNWISE_RELOAD_POLL_S": "0", "TURNWISE_LOG_LEVEL": "warning", "TOKENIZERS_PARALLELISM": "false",
            "TURNWISE_LATENCY_BUDGET_MS": str(args.budget_ms)}
     env.pop("TURNWISE_REDIS_URL", None)
-    logdir = args.out.parent / "overload-logs"
+    logdir = REPO / "runs" / "overload-logs"
     logdir.mkdir(parents=True, exist_ok=True)
     with server("overload", [sys.executable, "-m", "service.serve"], env, port, logdir):
         yield f"http://127.0.0.1:{port}"
@@ -158,11 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-ms", type=float, default=1000.0, help="TURNWISE_LATENCY_BUDGET_MS of a started server")
     p.add_argument("--timeout-s", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-repeat", type=int, default=1,
+                   help="each utterance is a sample text repeated this often: heavier turns lower the capacity to a "
+                   "rate one load-generating process can offer twice over")
     p.add_argument("--out", type=Path, default=RESULTS / "overload.json")
     args = p.parse_args(argv)
+    global REPEAT
+    REPEAT = max(1, args.text_repeat)
     os.chdir(REPO)
     with target(args) as url:
-        result = {"served": str(args.bundle or args.url or "minilm bench bundle"),
+        result = {"served": str(args.bundle or args.url or "minilm bench bundle"), "text_repeat": REPEAT,
                   **asyncio.run(main_async(args, url))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

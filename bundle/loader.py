@@ -237,7 +237,8 @@ class LoadedBundle:
         return result
 
     def predict(self, windows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        """``[{"scores": {task: {label: p}}, "labels": {task: label}}]``, one per window."""
+        """``[{"scores": {task: {label: p}}, "labels": {task: label}}]``, one per window; with a
+        hierarchical task also ``"levels": {task: [{"level", "label", "p"}]}`` (see :func:`turnwise.scoring.decode`)."""
         if not windows:
             return []
         if self.streaming:  # the newest turn, in the span the span rule gives it from the window's start

@@ -32,17 +32,25 @@ def experiment_table1(
     task: Annotated[str, typer.Option("--task", help="task of the corpus to run (e.g. act, sentiment)")] = "act",
     teacher: Annotated[Table1Teacher, typer.Option("--teacher", help="offline teacher for pretraining",
                                                    case_sensitive=False)] = Table1Teacher.simulated,
-    preset: Annotated[Preset, typer.Option("--preset", help="cpu (2-core scale) | full (whole splits, for a GPU); "
-                                           "the options below override it", case_sensitive=False)] = Preset.cpu,
+    preset: Annotated[Preset, typer.Option("--preset", help="cpu (2-core scale) | round2 (a budget where the methods "
+                                           "can differ) | full (whole splits, for a GPU); the options below "
+                                           "override it", case_sensitive=False)] = Preset.cpu,
     data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
     tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
     gold_fractions: Annotated[str, typer.Option("--gold-fractions", help="comma-separated fractions of gold "
                                                 "dialogues, each in (0, 1]")] = "0.01,0.05,0.10,0.25",
     seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds")] = "0,1,2",
-    methods: Annotated[str, typer.Option("--methods", help="comma-separated: finetune_only, pointwise, "
-                                         "pairwise")] = "finetune_only,pointwise,pairwise",
-    ablations: Annotated[bool, typer.Option("--ablations/--no-ablations", help="also run the alpha and "
-                                            "pair-mode ablations")] = True,
+    methods: Annotated[str | None, typer.Option("--methods", help="comma-separated: finetune_only, pointwise, "
+                                                "pairwise, pairwise+pointwise (w = --pointwise-weight), "
+                                                "pairwise+pointwise@W (default: the preset's)")] = None,
+    ablations: Annotated[bool | None, typer.Option("--ablations/--no-ablations", help="also run the alpha and "
+                                                   "pair-mode ablations (default: the preset's)")] = None,
+    pointwise_weight: Annotated[float | None, typer.Option(min=0, help="w of pairwise+pointwise")] = None,
+    pretrain_epochs: Annotated[int | None, typer.Option(min=1, help="streaming: pretraining epochs (overrides "
+                                                        "--pretrain-steps)")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="teacher votes per turn")] = None,
+    fewshot: Annotated[str | None, typer.Option("--fewshot", help="fewshot teacher settings as JSON (shots, "
+                                                "method, temperature, ...)")] = None,
     train_dialogues: Annotated[int | None, typer.Option(min=0, help="training dialogues (0 = all)")] = None,
     val_dialogues: Annotated[int | None, typer.Option(min=0, help="validation dialogues for early stopping "
                                                       "(0 = all)")] = None,
@@ -60,10 +68,15 @@ def experiment_table1(
     max_tokens: Annotated[int | None, typer.Option(min=8, help="flat window length in tokens")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
     noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
+    budget_check: Annotated[float | None, typer.Option("--budget-check", min=0, max=1, help="instead of the table: "
+                                                       "finetune-only at 100%% gold (first seed) with these settings; "
+                                                       "exit 1 if its test accuracy is below this")] = None,
 ) -> None:
-    """The paper's Table 1 (finetune-only vs pointwise vs pairwise) with alpha and pair-mode ablations."""
+    """The paper's Table 1 (finetune-only vs pointwise vs pairwise [vs pairwise+pointwise]) with ablations."""
     from trainer.data import resolve_schema
-    from trainer.experiment import markdown, preset_config, run_table1
+    from trainer.experiment import budget_check as check_budget
+    from trainer.experiment import preset_config, run_table1
+    from trainer.experiment_plots import markdown
 
     try:
         fractions = [float(x) for x in gold_fractions.split(",")]
@@ -73,13 +86,26 @@ def experiment_table1(
     if not all(0 < f <= 1 for f in fractions):
         raise typer.BadParameter(f"every gold fraction must be in (0, 1], got {gold_fractions}",
                                  param_hint="--gold-fractions")
+    try:
+        extra = {"noise": json.loads(noise) if noise else None, "fewshot": json.loads(fewshot) if fewshot else None}
+    except ValueError:
+        raise typer.BadParameter("--noise and --fewshot take JSON objects") from None
     cfg = preset_config(preset.value, dataset=dataset.value, task=task, teacher=teacher.value,
-                        gold_fractions=fractions, seeds=seed_list, methods=[m.strip() for m in methods.split(",")],
-                        ablations=ablations, train_dialogues=train_dialogues,
+                        gold_fractions=fractions, seeds=seed_list,
+                        methods=[m.strip() for m in methods.split(",")] if methods else None,
+                        ablations=ablations, train_dialogues=train_dialogues, pointwise_weight=pointwise_weight,
+                        pretrain_epochs=pretrain_epochs, samples=samples,
                         val_dialogues=val_dialogues, test_dialogues=test_dialogues,
                         pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
                         max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
                         max_tokens=max_tokens, encoder=encoder.value if encoder else None,
-                        device=device, noise=json.loads(noise) if noise else None)
-    result = run_table1(cfg, out, data=data, schema=resolve_schema(tasks, dataset.value) if tasks else None)
+                        device=device, **extra)
+    schema = resolve_schema(tasks, dataset.value) if tasks else None
+    if budget_check is not None:
+        ok, acc, _ = check_budget(cfg, out, min_accuracy=budget_check, data=data, schema=schema)
+        verdict = "enough" if ok else "NOT enough: raise it (epochs, context, dialogues) before running the table"
+        typer.echo(f"budget check, {cfg.dataset} {cfg.task}, finetune-only at 100% gold: test accuracy {acc:.4f} "
+                   f"(needed {budget_check:.4f}) -- the budget is {verdict}")
+        raise typer.Exit(0 if ok else 1)
+    result = run_table1(cfg, out, data=data, schema=schema)
     typer.echo(markdown(result))

@@ -19,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.bundle import bundle_app
 from cli.experiment import experiment_app
+from cli.generate import generate_command
 from cli.options import (
     Encoder,
     MaxDialogues,
@@ -48,6 +50,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect and convert dialogue corpora.")
 app.add_typer(data_app, name="data")
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(bundle_app, name="bundle")
 console = Console(stderr=True)
 
 AllowUnlabelled = Annotated[bool, typer.Option("--allow-unlabelled", help="only warn (instead of failing) when a "
@@ -90,7 +93,8 @@ def label(
     data: Annotated[Path, typer.Option("--data", help="JSONL file, or a corpus folder with --source")],
     out: Annotated[Path, typer.Option("--out", help="teacher scores JSONL to write (a summary goes beside it)")],
     teacher: Annotated[Teacher, typer.Option("--teacher", help="llm: an OpenAI-compatible endpoint; zeroshot: the "
-                                             "offline encoder; simulated: noisy gold (experiments only)",
+                                             "offline encoder; fewshot: the encoder with k labelled turns per "
+                                             "class from --gold-pool; simulated: noisy gold (experiments only)",
                                              case_sensitive=False)] = Teacher.zeroshot,
     tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema YAML (default: the corpus's)")] = None,
     samples: Annotated[int, typer.Option("--samples", min=1, help="votes per turn (N)")] = 10,
@@ -118,6 +122,9 @@ def label(
     price_table: Annotated[Path | None, typer.Option("--price-table", help="llm: YAML/JSON of USD per 1M "
                                                      "tokens per model")] = None,
     allow_unlabelled: AllowUnlabelled = False,
+    gold_pool: Annotated[Path | None, typer.Option(help="fewshot: labelled dialogues for the shots")] = None,
+    gold_pool_dialogues: Annotated[int | None, typer.Option(min=1, help="fewshot: first N pool dialogues")] = None,
+    shots: Annotated[int, typer.Option(min=1, help="fewshot: labelled turns per class")] = 32,
 ) -> None:
     """Score every turn with a teacher: S_i^c = fraction of N votes for class c."""
     from trainer.teachers.cli import run_label
@@ -129,8 +136,12 @@ def label(
     summary = run_label(data, tasks, teacher.value, samples, out, endpoint=endpoint, model=model, prompts=prompts,
                         cache=cache, concurrency=concurrency, rate=rate, temperature=temperature, top_p=top_p,
                         plan=plan, shard=shard, seed=seed, noise=noise_cfg, max_dialogues=max_dialogues,
-                        source=source.value, split=split, price_table=price_table, allow_unlabelled=allow_unlabelled)
+                        source=source.value, split=split, price_table=price_table, allow_unlabelled=allow_unlabelled,
+                        gold_pool=gold_pool, gold_pool_dialogues=gold_pool_dialogues, shots=shots)
     typer.echo(dumps_json(summary, indent=2))
+
+
+app.command("generate")(generate_command)
 
 
 @app.command()
@@ -161,6 +172,8 @@ def train(
     objective: Annotated[Objective, typer.Option("--objective", help="pretraining objective (none: finetune only)",
                                                  case_sensitive=False)] = Objective.pairwise,
     alpha: Annotated[float, typer.Option(min=0, max=1, help="margin weight of the pairwise loss (0 = RankNet)")] = 0.5,
+    pointwise_weight: Annotated[float, typer.Option(min=0, help="pairwise+pointwise: weight w of the pointwise "
+                                                    "term")] = 0.1,
     pairs: Annotated[PairMode, typer.Option("--pairs", help="intra-session pairs, or inter (the control)",
                                             case_sensitive=False)] = PairMode.intra,
     pair_budget: Annotated[int, typer.Option(min=1, help="preference pairs per dialogue and class")] = 16,
@@ -198,6 +211,11 @@ def train(
     select_metric: Annotated[SelectMetric, typer.Option(help="validation metric (mean over tasks) that picks the "
                                                         "checkpoint and stops early",
                                                         case_sensitive=False)] = SelectMetric.accuracy,
+    rank_weight: Annotated[float, typer.Option("--rank-weight", min=0, help="weight of the response-ranking "
+                                               "loss added while finetuning (needs a hierarchical task; MINT-CL "
+                                               "uses 0.3; 0 = off)")] = 0.0,
+    rank_batch: Annotated[int, typer.Option("--rank-batch", min=1, help="response pairs per finetuning step "
+                                            "for the ranking loss")] = 16,
     seed: SeedOpt = 0,
     allow_unlabelled: AllowUnlabelled = False,
 ) -> None:
@@ -214,7 +232,8 @@ def train(
                        head_lr=head_lr, precision=precision.value, seed=seed, encoder=encoder.value,
                        max_context_tokens=max_context_tokens, reanchor_tokens=reanchor_tokens,
                        token_budget=token_budget, pretrain_epochs=pretrain_epochs, save_every=save_every,
-                       select_metric=select_metric.value, allow_unlabelled=allow_unlabelled)
+                       select_metric=select_metric.value, allow_unlabelled=allow_unlabelled,
+                       rank_weight=rank_weight, rank_batch=rank_batch, pointwise_weight=pointwise_weight)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         typer.echo(dumps_json(result, indent=2))
 

@@ -23,12 +23,14 @@ class Source(str, Enum):
 class Teacher(str, Enum):
     llm = "llm"
     zeroshot = "zeroshot"
+    fewshot = "fewshot"
     simulated = "simulated"
 
 
 class Objective(str, Enum):
     pairwise = "pairwise"
     pointwise = "pointwise"
+    pairwise_pointwise = "pairwise+pointwise"
     none = "none"
 
 
@@ -68,12 +70,14 @@ class Dataset(str, Enum):
 
 class Preset(str, Enum):
     cpu = "cpu"
+    round2 = "round2"
     full = "full"
 
 
 class Table1Teacher(str, Enum):
     simulated = "simulated"
     zeroshot = "zeroshot"
+    fewshot = "fewshot"
 
 
 EXPORT_VARIANTS = ("fp32", "int8", "fp16")

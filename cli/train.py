@@ -61,7 +61,8 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
               reanchor_tokens: int | None = None, token_budget: int = 2048,
               pretrain_epochs: int | None = None, save_every: int = 50,
               select_metric: str = "accuracy", head_lr: float = 1e-3,
-              allow_unlabelled: bool = False) -> dict[str, Any]:
+              allow_unlabelled: bool = False, rank_weight: float = 0.0,
+              rank_batch: int = 16, pointwise_weight: float = 0.1) -> dict[str, Any]:
     from trainer.data import resolve_schema
     from trainer.data.checks import check_task_coverage
 
@@ -87,7 +88,8 @@ def run_train(*, data: Path, out: Path, tasks_path: Path | None, task_names: lis
                       max_steps=max_steps, finetune_lr=lr, precision=precision, seed=seed, tasks=task_names,
                       encoder=encoder, max_context_tokens=max_context_tokens, reanchor_tokens=reanchor_tokens,
                       token_budget=token_budget, pretrain_epochs=pretrain_epochs, save_every=save_every,
-                      select_metric=select_metric, head_lr=head_lr)
+                      select_metric=select_metric, head_lr=head_lr, rank_weight=rank_weight,
+                      rank_batch=rank_batch, pointwise_weight=pointwise_weight)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:
         console.print(f"train: {len(train_d)} dialogues, validation: {len(val_d)}, tasks: "

@@ -51,6 +51,8 @@ class TurnwiseOnnxConfig:
     """What the graph looks like to its callers, and how close it must stay to PyTorch.
 
     Inputs are int64 (B, T) with both axes dynamic; outputs are float32 (B, C_task), batch dynamic.
+    A hierarchical task's output holds its levels' logits one after another (C_task = its nodes),
+    computed by the label-attention heads over the window's tokens.
     """
 
     tasks: tuple[str, ...]

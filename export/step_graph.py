@@ -13,6 +13,10 @@ maths per layer is BERT's, with one attention over ``[past; new]``::
 The additive mask uses -10^4 rather than the dtype's minimum so the fp16 conversion of the graph
 keeps finite scores (a padded row would otherwise turn into NaN and leak through 0 * NaN); exp(-10^4)
 is exactly 0 in float32, so the result equals the training model's masked attention.
+
+The heads are the student's own modules applied to every new token's state: a linear head, or a
+hierarchical task's per-level label-attention heads, which on one pooled state reduce to a linear
+map per level (their logits concatenated level by level, as in training).
 """
 
 from __future__ import annotations

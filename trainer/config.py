@@ -8,7 +8,7 @@ from typing import Any
 from trainer.pairs import PairConfig
 from turnwise.window import WindowConfig
 
-OBJECTIVES = ("pairwise", "pointwise", "none")
+OBJECTIVES = ("pairwise", "pointwise", "pairwise+pointwise", "none")
 SELECT_METRICS = ("accuracy", "macro_f1")  # what early stopping and the best checkpoint compare
 ENCODERS = ("streaming", "flat")
 
@@ -17,6 +17,7 @@ ENCODERS = ("streaming", "flat")
 class TrainConfig:
     objective: str = "pairwise"
     alpha: float = 0.5  # margin weight of eq. 1-2; 0 = RankNet, 1 = the full teacher gap
+    pointwise_weight: float = 0.1  # pairwise+pointwise: weight w of the pointwise term (trainer.losses)
     pair_mode: str = "intra"
     pair_budget: int = 16
     min_gap: float = 1e-6
@@ -57,6 +58,10 @@ class TrainConfig:
     seed: int = 0
     tasks: list[str] | None = None
     init_from: str | None = None  # start from this checkpoint's weights (e.g. a pretrained student)
+    # Response ranking (MINT-CL): finetuning adds rank_weight x the ranking loss of rank_batch pairs per
+    # step (0 = off; the paper uses 0.3). Needs a hierarchical task: its labels tell intents apart.
+    rank_weight: float = 0.0
+    rank_batch: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,10 @@ class TrainConfig:
             raise ValueError(f"select_metric must be one of {SELECT_METRICS}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError("precision must be auto, fp32 or bf16")
+        if self.pointwise_weight < 0:
+            raise ValueError("pointwise_weight must be >= 0")
+        if self.rank_weight < 0 or self.rank_batch < 1:
+            raise ValueError("rank_weight must be >= 0 and rank_batch >= 1")
         PairConfig(mode=self.pair_mode, budget=self.pair_budget)  # validates
 
     @classmethod

@@ -23,7 +23,7 @@ from trainer.spans import SpanSet, build_spans, collate_spans, pack_by_tokens
 from turnwise.dialogue import Dialogue
 from turnwise.jsonl import dumps_json
 from turnwise.names import BUNDLE_MANIFEST
-from turnwise.scoring import predict_indices, probabilities
+from turnwise.scoring import decode_paths, predict_indices, probabilities
 from turnwise.tasks import TaskSchema, TaskType
 
 EVAL_BATCH = 64
@@ -112,6 +112,20 @@ def multilabel_metrics(labels: list[str], gold: np.ndarray, pred: np.ndarray) ->
     }
 
 
+def hierarchical_metrics(task: Any, gold: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
+    """A hierarchical task: the full path's metrics (as a single-label task over the path labels, the
+    path found by beam search) plus ``levels``: accuracy, macro-F1 and confusion at each level."""
+    paths, _ = decode_paths(task, logits)
+    nodes = task.level_nodes()
+    table = np.asarray([task.path_nodes(lab) for lab in task.labels], dtype=np.int64)  # path -> node per level
+    leaf = {int(n): i for i, n in enumerate(table[:, -1])}  # last-level node -> its path label
+    pred_path = np.asarray([leaf[int(p)] for p in paths[:, -1]], dtype=np.int64)
+    out = single_label_metrics(task.labels, gold, pred_path)
+    out["levels"] = {name: single_label_metrics(nodes[lv], table[gold, lv], paths[:, lv])
+                     for lv, name in enumerate(task.level_names())}
+    return out
+
+
 def compute_metrics(schema: TaskSchema, seg: SegmentSet, logits: dict[str, np.ndarray],
                     select: str = "accuracy") -> dict[str, Any]:
     """Per-task metrics on gold-labelled segments; ``score`` = mean of ``select`` over tasks with gold."""
@@ -120,6 +134,9 @@ def compute_metrics(schema: TaskSchema, seg: SegmentSet, logits: dict[str, np.nd
         task = schema[name]
         keep = seg.has_gold(name)
         if not keep.any():
+            continue
+        if task.type is TaskType.hierarchical:
+            tasks[name] = hierarchical_metrics(task, seg.gold[name][keep], logits[name][keep])
             continue
         probs = probabilities(task.type, logits[name][keep])
         pred = predict_indices(task.type, probs)

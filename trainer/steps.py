@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.feeds import Logits
 from trainer.losses import (
+    hierarchical_loss,
     multilabel_loss,
     pairwise_preference_loss,
     pointwise_soft_label_loss,
@@ -23,7 +25,8 @@ from trainer.losses import (
 from trainer.model import TurnwiseModel, model_device
 from trainer.pairs import PairConfig, sample_pairs
 from trainer.segments import SegmentSet
-from turnwise.tasks import TaskType
+from turnwise.scoring import level_slices
+from turnwise.tasks import Task, TaskType
 
 
 def autocast(enabled: bool, device: torch.device | str = "cpu"):
@@ -55,7 +58,7 @@ def measure_precision(model: TurnwiseModel, batch: dict[str, torch.Tensor], repe
 def make_optimizer(model: TurnwiseModel, lr: float, head_lr: float, weight_decay: float) -> torch.optim.Optimizer:
     decay, no_decay, heads = [], [], []
     for n, p in model.named_parameters():
-        if n.startswith("heads."):
+        if n.startswith(("heads.", "ranker.")):
             heads.append(p)
         elif p.ndim < 2 or "LayerNorm" in n:
             no_decay.append(p)
@@ -127,6 +130,49 @@ def finetune_loss(logits: Logits, seg: SegmentSet, rows: np.ndarray) -> tuple[to
         count = max(count, int(keep.sum()))
         sel = torch.from_numpy(keep).to(device)
         target = torch.from_numpy(gold[keep]).to(device)
-        losses.append(multilabel_loss(f[sel], target) if task.type is TaskType.multilabel
-                      else single_label_loss(f[sel], target))
+        if task.type is TaskType.hierarchical:
+            losses.append(_hierarchical(task, f[sel], target))
+        else:
+            losses.append(multilabel_loss(f[sel], target) if task.type is TaskType.multilabel
+                          else single_label_loss(f[sel], target))
     return (torch.stack(losses).sum() if losses else None), count
+
+
+def path_table(task: Task) -> np.ndarray:
+    """(number of paths, levels): the node index at each level of every path label."""
+    return np.asarray([task.path_nodes(lab) for lab in task.labels], dtype=np.int64)
+
+
+def _hierarchical(task: Task, f: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
+    target = torch.from_numpy(path_table(task)).to(f.device)[path]  # (N, L)
+    return hierarchical_loss([f[:, sl] for sl in level_slices(task)], target)
+
+
+def rank_set(cfg: TrainConfig, model: TurnwiseModel, dialogues: Any, tokenizer: Any, distributed: bool) -> Any:
+    """The ranking candidates when ``cfg.rank_weight > 0`` (else None, and the unused ranker is frozen)."""
+    from trainer.ranking import build_rank_set
+
+    hier = [n for n in model.task_names if model.schema[n].type is TaskType.hierarchical]
+    if cfg.rank_weight <= 0:
+        if hasattr(model, "ranker"):
+            model.ranker.requires_grad_(False)  # no gradient ever reaches it (and DDP must not wait for one)
+        return None
+    if not hier:
+        raise ValueError("rank_weight > 0 needs a hierarchical task in the schema (its labels pick the negatives)")
+    if distributed:
+        raise ValueError("the response-ranking loss is not supported under torchrun; train on one process")
+    return build_rank_set(dialogues, hier[0], tokenizer)
+
+
+def add_rank_loss(loss: torch.Tensor | None, model: TurnwiseModel, ranks: Any, cfg: TrainConfig,
+                  rng: np.random.Generator, tokenizer: Any, bf16: bool) -> torch.Tensor | None:
+    """``L = L_task + rank_weight * L_rank`` on ``cfg.rank_batch`` pairs drawn with ``rng``."""
+    from trainer.ranking import rank_batch, rank_loss
+
+    if ranks is None or not len(ranks):
+        return loss
+    batch = rank_batch(ranks, cfg.rank_batch, rng, tokenizer, cfg.max_tokens, cfg.max_turns)
+    device = model_device(model)
+    with autocast(bf16, device):
+        rank = rank_loss(model, batch, device)
+    return cfg.rank_weight * rank if loss is None else loss + cfg.rank_weight * rank

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,19 @@ from trainer.checkpoint import load_training_state, save_checkpoint, save_traini
 from trainer.config import ENCODERS, OBJECTIVES, TrainConfig
 from trainer.evaluate import compute_metrics, predict_rows
 from trainer.feeds import FlatFeed, SpanFeed
+from trainer.losses import combine_pairwise_pointwise
 from trainer.model import TurnwiseModel, build_model, resolve_device
 from trainer.segments import build_segments
 from trainer.spans import build_spans
 from trainer.steps import (
+    add_rank_loss,
     autocast,
     finetune_loss,
     make_optimizer,
     make_scheduler,
     measure_precision,
     pretrain_loss,
+    rank_set,
 )
 from turnwise.dialogue import Dialogue
 from turnwise.jsonl import dumps_json
@@ -130,6 +133,7 @@ class _Run:
 
         gold = pick_gold_dialogues(train_dialogues, schema.names(), cfg.gold_fraction, cfg.seed)
         self.feed = self._feed(train_dialogues, set(gold), teacher)
+        self.ranks = rank_set(cfg, self.model, train_dialogues, self.tokenizer, self.world.distributed)
         build = build_spans if self.window.streaming else build_segments
         self.val = build(val_dialogues, schema, self.tokenizer, self.window) if val_dialogues else None
         self.pretrain_steps = self.feed.pretrain_steps()
@@ -249,9 +253,10 @@ class _Run:
         with autocast(self.bf16, self.device):
             logits, rows = feed.forward(net, self.model.task_names, batch, self.device)
         if self.phase.name == "pretrain":
-            loss, n_items = pretrain_loss(logits, feed.data, rows, cfg, rng)
+            loss, n_items = objective_loss(logits, feed.data, rows, cfg, rng)
         else:
             loss, n_items = finetune_loss(logits, feed.data, rows)
+            loss = add_rank_loss(loss, self.model, self.ranks, cfg, rng, self.tokenizer, self.bf16)
         if self.world.distributed:
             # Every rank must run backward (the gradient all-reduce) even where its batch gave no loss,
             # and every head must take part: a zero-weighted sum of all logits does both.
@@ -338,6 +343,16 @@ class _Run:
             meta["distributed"] = {"world_size": self.world.size, "backend": self.world.backend,
                                    "weight_sha256": digests}
             p.write_text(dumps_json(meta, indent=2), encoding="utf-8")
+
+
+def objective_loss(logits: Any, data: Any, rows: np.ndarray, cfg: TrainConfig,
+                   rng: np.random.Generator) -> tuple[torch.Tensor | None, int]:
+    """A pretraining batch's loss; ``pairwise+pointwise`` = its pairwise term + w x its pointwise term."""
+    if cfg.objective != "pairwise+pointwise":
+        return pretrain_loss(logits, data, rows, cfg, rng)
+    pair, n_pairs = pretrain_loss(logits, data, rows, replace(cfg, objective="pairwise"), rng)
+    point, _ = pretrain_loss(logits, data, rows, replace(cfg, objective="pointwise"), rng)
+    return combine_pairwise_pointwise(pair, point, cfg.pointwise_weight), n_pairs
 
 
 def train(cfg: TrainConfig, train_dialogues: Sequence[Dialogue], schema: TaskSchema, out_dir: str | Path, *,

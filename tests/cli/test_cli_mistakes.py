@@ -38,7 +38,7 @@ def misspelt_tasks(samples_dir: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("--objective", "pairwsie", "'pairwsie' is not one of 'pairwise', 'pointwise', 'none'."),
+    ("--objective", "pairwsie", "'pairwsie' is not one of 'pairwise', 'pointwise', 'pairwise+pointwise', 'none'."),
     ("--encoder", "flatt", "'flatt' is not one of 'streaming', 'flat'."),
     ("--source", "dailydialogue", "'dailydialogue' is not one of 'dailydialog', 'meld', 'multiwoz'"),
     ("--gold-fraction", "2", "Input should be less than or equal to 1"),
@@ -58,7 +58,7 @@ def test_train_choices_and_ranges_are_checked_at_parse_time(run_cli, three_calls
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--teacher", "gpt"], "'gpt' is not one of 'llm', 'zeroshot', 'simulated'."),
+    (["--teacher", "gpt"], "'gpt' is not one of 'llm', 'zeroshot', 'fewshot', 'simulated'."),
     (["--samples", "0"], "Input should be greater than or equal to 1"),
     (["--shard", "4/4"], "need 0 <= i < n, got '4/4'"),
     (["--top-p", "1.5"], "Input should be less than or equal to 1"),

@@ -35,8 +35,9 @@ def test_multiwoz_first_dialogue_mapping(data_root: Path) -> None:
     (d,) = load_source("multiwoz", corpus(data_root, "multiwoz"), "test", max_dialogues=1)
     assert d.dialogue_id == "SNG0073"
     assert [t.speaker for t in d.turns[:2]] == ["user", "system"]
-    assert d.turns[0].labels == {"user_act": ["Taxi-Inform"], "slots": ["taxi-destination", "taxi-departure"]}
-    assert d.turns[2].labels == {"user_act": ["Taxi-Inform"], "slots": ["taxi-leaveAt"]}
+    assert d.turns[0].labels == {"user_act": ["Taxi-Inform"], "slots": ["taxi-destination", "taxi-departure"],
+                                 "action": "clarify"}
+    assert d.turns[2].labels == {"user_act": ["Taxi-Inform"], "slots": ["taxi-leaveAt"], "action": "answer"}
 
 
 @pytest.mark.slow
@@ -85,10 +86,11 @@ def test_multiwoz_synthetic_mapping(tmp_path: Path) -> None:
     (d,) = load_source("multiwoz", root, "val", report=report)
     assert d.dialogue_id == "SNG9999" and d.meta == {"source": "multiwoz", "split": "validation"}
     assert [t.speaker for t in d.turns] == ["user", "system"] * 3
-    assert d.turns[0].labels == {"user_act": ["Hotel-Inform"], "slots": ["hotel-area"]}
+    assert d.turns[0].labels == {"user_act": ["Hotel-Inform"], "slots": ["hotel-area"], "action": "clarify"}
     # "none" counts as empty, "dontcare" as a value
-    assert d.turns[2].labels == {"user_act": ["Hotel-Inform", "general-thank"], "slots": ["hotel-pricerange"]}
-    assert d.turns[4].labels == {"user_act": ["Hotel-Inform"], "slots": ["hotel-area"]}
+    assert d.turns[2].labels == {"user_act": ["Hotel-Inform", "general-thank"], "slots": ["hotel-pricerange"],
+                                 "action": "other"}
+    assert d.turns[4].labels == {"user_act": ["Hotel-Inform"], "slots": ["hotel-area"], "action": "other"}
     assert d.turns[1].labels == {}
     assert report.counts == {"unknown_label": 1}
     assert source_splits("multiwoz", root) == ["validation"]

@@ -17,8 +17,8 @@ def test_source_tasks_and_unknown_source() -> None:
     assert SOURCES == ("dailydialog", "meld", "multiwoz", "sgd", "multidogo", "jsonl")
     assert source_tasks("dailydialog").names() == ["act", "emotion"]
     assert source_tasks("meld").names() == ["sentiment", "emotion"]
-    assert source_tasks("multiwoz").names() == ["user_act", "slots"]
-    assert source_tasks("sgd").names() == ["active_intent", "user_act", "slots"]
+    assert source_tasks("multiwoz").names() == ["user_act", "slots", "action"]
+    assert source_tasks("sgd").names() == ["active_intent", "user_act", "slots", "action"]
     assert source_tasks("multidogo").names() == ["intent", "slots"]
     assert source_tasks("meld")["sentiment"].labels == ["negative", "neutral", "positive"]
     assert len(source_tasks("multiwoz")["slots"].labels) == 38

@@ -99,6 +99,7 @@ def test_sgd_synthetic_mapping(tmp_path: Path) -> None:
         "active_intent": "ReserveRestaurant",  # the first frame whose intent is not NONE
         "user_act": ["INFORM", "INFORM_INTENT", "SELECT"],
         "slots": ["party_size", "restaurant_name"],  # INFORM with a value + spans
+        "action": "clarify",
     }
     assert d.turns[1].labels == {}
     assert d.turns[2].labels == {"active_intent": "NONE", "user_act": ["INFORM", "GOODBYE"], "slots": []}

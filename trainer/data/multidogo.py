@@ -19,6 +19,11 @@ Mapping:
 - text: the corpus text (lower-cased, no punctuation) with whitespace, including the newlines and tabs
   inside quoted fields, collapsed to single spaces. Empty utterances are kept and counted.
 - finance writes ``turnNumber`` as a float (``"3.0"``); it is read as an integer and counted.
+
+The ``domain/intent`` taxonomy: :func:`with_intent_paths` adds a label ``intent_path`` =
+``<domain>/<intent>`` to every turn with an intent (task :data:`PATH_TASK`, hierarchical, levels
+``[domain, intent]``, the 85 paths of the release); :data:`FLAT_PATH_TASK` is the same label set as
+one multiclass task (the flat classifier it is compared with). Neither is in the default schema.
 """
 
 from __future__ import annotations
@@ -75,6 +80,27 @@ TASKS = TaskSchema(
         ),
     }
 )
+# Intents per domain, over the three splits of the release.
+_DOMAIN_INTENTS = {
+    "airline": "bookflight changeseatassignment getboardingpass getseatinfo",
+    "fastfood": "orderbreakfastintent orderburgerintent orderdessertintent orderdrinkintent orderpizzaintent "
+                "ordersaladintent ordersideintent",
+    "finance": "checkbalance checkoffereligibility closeaccount disputecharge getroutingnumber openaccount "
+               "orderchecks replacecard reportlostcard transfermoney updateaddress",
+    "insurance": "checkclaimstatus getproofofinsurance reportbrokenphone",
+    "media": "cancelserviceintent getchannelpackageintent getinformationintent startserviceintent "
+             "transferserviceintent updateaccountinfo upgradeserviceintent viewbillsintent viewdatausageintent",
+    "software": "changeorder checkserverstatus expensereport getpromotions providereceipt reportbrokensoftware "
+                "softwareupdate startorder stoporder",
+}
+SHARED_INTENTS = ("closinggreeting", "confirmation", "contentonly", "openinggreeting", "outofdomain", "rejection",
+                  "thankyou")  # in every domain
+PATH_LABELS = [f"{d}/{i}" for d in DOMAINS for i in sorted([*_DOMAIN_INTENTS[d].split(), *SHARED_INTENTS])]
+PATH_TASK_NAME = "intent_path"
+PATH_TASK = Task(type=TaskType.hierarchical, labels=PATH_LABELS, levels=["domain", "intent"],
+                 description="MultiDoGO domain/intent path")
+FLAT_PATH_TASK = Task(type=TaskType.multiclass, labels=PATH_LABELS,
+                      description="MultiDoGO domain/intent path as one flat label")
 _INTENT_SET = frozenset(INTENT_LABELS)
 _SLOT_SET = frozenset(SLOT_LABELS)
 
@@ -218,3 +244,16 @@ def load(
             seen[dia.dialogue_id] = d.name
             out.append(dia)
     return take(out, max_dialogues)
+
+
+def with_intent_paths(dialogues: Sequence[Dialogue], task: str = PATH_TASK_NAME) -> list[Dialogue]:
+    """Copies of ``dialogues`` whose turns with an ``intent`` also carry ``task`` = ``<domain>/<intent>``."""
+    out = []
+    for d in dialogues:
+        domain = d.meta.get("domain")
+        if domain not in _DOMAIN_INTENTS:
+            raise DataError(f"dialogue '{d.dialogue_id}' has no MultiDoGO domain in its meta")
+        turns = [t.model_copy(update={"labels": {**t.labels, task: f"{domain}/{t.labels['intent']}"}})
+                 if "intent" in t.labels else t for t in d.turns]
+        out.append(d.model_copy(update={"turns": turns}))
+    return out

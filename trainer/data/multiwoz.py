@@ -4,7 +4,7 @@ read in memory with :mod:`zipfile`; an unzipped ``<name>.json`` next to it works
 Mapping (``log`` alternates user turns at even indices and system turns at odd ones):
 - speakers ``user`` and ``system``; text with whitespace collapsed; dialogue id = the corpus id
   (``SNG0073``, ``PMUL4648``, ...; unique across splits); meta ``{"source", "split"}``.
-- user turns get two multilabel tasks, system turns get none (labels are sparse):
+- user turns get two multilabel tasks and ``action``, system turns get none (labels are sparse):
   - ``user_act``: the turn's ``<Domain>-<Intent>`` keys of ``dialog_act`` (an empty ``dialog_act`` -> ``[]``).
     Labels: {Attraction, Hospital, Hotel, Police, Restaurant, Taxi, Train} x {Inform, Request} plus
     general-{bye, greet, thank}: the 15 user domain-intents the README lists for val/test, completed with
@@ -14,6 +14,13 @@ Mapping (``log`` alternates user turns at even indices and system turns at odd o
     before the first turn). ``""``, ``"not mentioned"`` and ``"none"`` count as empty; ``dontcare`` is a
     value. Names are ``<domain>-<slot>`` for ``semi`` slots and ``<domain>-book-<slot>`` for ``book``
     slots (``booked``, the list of bookings, is not a slot), from the README's slot list.
+  - ``action`` (multiclass ``clarify`` / ``answer`` / ``other``): the agent's next move, read from the
+    intents of the following system turn's ``dialog_act``: ``Request`` -> ``clarify``; ``Inform``,
+    ``Recommend``, ``Book``, ``OfferBook``, ``OfferBooked``, ``NoOffer``, ``NoBook``, ``Select`` -> ``answer``;
+    anything else (``general-reqmore``, ``-welcome``, ``-bye``, ``-greet``, or no act) -> ``other``.
+    Precedence ``clarify`` > ``answer`` > ``other``: a system turn that informs and also asks is a
+    clarification (the user must answer before the task goes on). A user turn without a following
+    system turn gets no ``action`` label.
 Domain-intents or slots outside these lists are counted as ``unknown_label`` and dropped.
 """
 
@@ -65,6 +72,10 @@ SLOT_LABELS = [
 ]
 EMPTY_VALUES = frozenset({"", "not mentioned", "none"})
 
+ACTION_LABELS = ["clarify", "answer", "other"]
+CLARIFY_INTENTS = frozenset({"Request"})
+ANSWER_INTENTS = frozenset({"Inform", "Recommend", "Book", "OfferBook", "OfferBooked", "NoOffer", "NoBook", "Select"})
+
 TASKS = TaskSchema(
     tasks={
         "user_act": Task(
@@ -74,6 +85,10 @@ TASKS = TaskSchema(
             type=TaskType.multilabel,
             labels=SLOT_LABELS,
             description="MultiWOZ belief-state slots set by this turn",
+        ),
+        "action": Task(
+            type=TaskType.multiclass, labels=ACTION_LABELS,
+            description="the agent's next move after this user turn: ask to clarify, answer, or other",
         ),
     }
 )
@@ -137,6 +152,14 @@ def _in_order(found: set[str], labels: list[str]) -> list[str]:
     return [lab for lab in labels if lab in found]
 
 
+def next_action(system_acts: Any) -> str:
+    """``action`` of a user turn from the ``dialog_act`` keys (``<Domain>-<Intent>``) of the system turn after it."""
+    intents = {str(k).split("-", 1)[-1] for k in system_acts or {}}
+    if intents & CLARIFY_INTENTS:
+        return "clarify"
+    return "answer" if intents & ANSWER_INTENTS else "other"
+
+
 def _check_turn(turn: Any, where: str, did: str, i: int) -> None:
     if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
         raise DataError(f"dialogue '{did}' turn {i}: expected an object with a 'text' string", path=where)
@@ -194,6 +217,7 @@ def load(
                 for unknown in sorted(changed - _SLOT_SET):
                     report.add("unknown_label", f"{did} turn {i}: slot '{unknown}'")
                 labels["slots"] = _in_order(changed, SLOT_LABELS)
+                labels["action"] = next_action(log[i + 1].get("dialog_act"))
                 prev_state = state
             else:
                 report.add("missing_state", f"{did} turn {i}")

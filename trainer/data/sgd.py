@@ -5,7 +5,7 @@ Mapping:
 - speakers ``user`` and ``system``; text with whitespace collapsed; dialogues in file-name order, then
   file order. Dialogue id ``sgd-<split>-<dialogue_id>`` (the corpus ids such as ``1_00000`` repeat
   across splits); meta ``{"source", "split", "file", "sgd_dialogue_id", "services"}``.
-- user turns get three tasks, system turns none (labels are sparse):
+- user turns get four tasks, system turns none (labels are sparse):
   - ``active_intent`` (multiclass): the first frame whose ``state.active_intent`` is not ``NONE``,
     else ``NONE``. Labels: the sorted union of the intent names in the train and test ``schema.json``
     (fixed below so the head does not change with the split) plus ``NONE``.
@@ -14,6 +14,11 @@ Mapping:
     spans (non-categorical values quoted in the text, also those of ``SELECT``) united with the slots of
     ``INFORM`` actions that carry a value (categorical values such as ``number_of_seats``).
     Labels: the sorted union of slot names in the train and test ``schema.json``.
+  - ``action`` (multiclass ``clarify`` / ``answer`` / ``other``): the agent's next move, read from the
+    acts of the following system turn's frames: ``REQUEST`` -> ``clarify``; ``INFORM``, ``INFORM_COUNT``,
+    ``OFFER``, ``OFFER_INTENT``, ``CONFIRM``, ``NOTIFY_SUCCESS``, ``NOTIFY_FAILURE`` -> ``answer``; only
+    ``REQ_MORE`` / ``GOODBYE`` (or no act) -> ``other``. Precedence ``clarify`` > ``answer`` > ``other``
+    (the MultiWOZ rule). A user turn without a following system turn gets no ``action`` label.
 Intents or slots outside the fixed lists are counted as ``unknown_label`` and dropped.
 Empty utterances (two system turns of the test split) are kept and counted as ``empty_utterance``.
 """
@@ -84,6 +89,10 @@ USER_ACT_LABELS = [
     "NEGATE_INTENT",
     "AFFIRM_INTENT",
 ]
+ACTION_LABELS = ["clarify", "answer", "other"]
+CLARIFY_ACTS = frozenset({"REQUEST"})
+ANSWER_ACTS = frozenset({"INFORM", "INFORM_COUNT", "OFFER", "OFFER_INTENT", "CONFIRM", "NOTIFY_SUCCESS",
+                         "NOTIFY_FAILURE"})
 
 TASKS = TaskSchema(
     tasks={
@@ -97,6 +106,10 @@ TASKS = TaskSchema(
             type=TaskType.multilabel,
             labels=SLOT_LABELS,
             description="SGD slots given a value in this user turn",
+        ),
+        "action": Task(
+            type=TaskType.multiclass, labels=ACTION_LABELS,
+            description="the agent's next move after this user turn: ask to clarify, answer, or other",
         ),
     }
 )
@@ -149,6 +162,14 @@ def _user_labels(frames: list[Any], where: str, path: Path, report: LoadReport) 
     return labels
 
 
+def next_action(system_frames: Any) -> str:
+    """``action`` of a user turn from the frames of the system turn after it."""
+    acts = {str(a.get("act")) for f in system_frames or [] for a in f.get("actions") or []}
+    if acts & CLARIFY_ACTS:
+        return "clarify"
+    return "answer" if acts & ANSWER_ACTS else "other"
+
+
 def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
     if not isinstance(raw, dict) or not isinstance(raw.get("turns"), list) or "dialogue_id" not in raw:
         raise DataError("expected dialogue objects with 'dialogue_id' and 'turns'", path=str(path))
@@ -162,6 +183,9 @@ def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
             frames = t["frames"]
             if speaker == "user":
                 labels = _user_labels(frames, where, path, report)
+                nxt = raw["turns"][i + 1] if i + 1 < len(raw["turns"]) else None
+                if nxt is not None and nxt.get("speaker") == "SYSTEM":
+                    labels["action"] = next_action(nxt.get("frames"))
             else:
                 labels = {}
         except (KeyError, TypeError, AttributeError) as err:

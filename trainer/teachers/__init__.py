@@ -5,6 +5,8 @@
 - :mod:`trainer.teachers.zeroshot` -- a real offline teacher: the bundled encoder vs. the prompt bank's
   label descriptions, sampled with a temperature; its fast encoder (ONNX Runtime, parity-checked against
   PyTorch) is :mod:`trainer.teachers.encoder_runtime`.
+- :mod:`trainer.teachers.fewshot` -- a real offline teacher from a gold pool: k labelled turns per class,
+  nearest class prototype (or kNN) over the same encoder's embeddings, sampled with a temperature.
 - :mod:`trainer.teachers.simulated` -- gold labels corrupted by a documented noise model (controlled
   experiments only; always labelled "simulated teacher").
 - :mod:`trainer.teachers.scores` -- the teacher-scores JSONL record: read, write, validate.

@@ -27,7 +27,7 @@ from turnwise.errors import DataError
 from turnwise.jsonl import dumps_json
 from turnwise.tasks import TaskSchema, TaskType
 
-TEACHERS = ("llm", "zeroshot", "simulated")
+TEACHERS = ("llm", "zeroshot", "fewshot", "simulated")
 console = Console(stderr=True)
 
 
@@ -178,12 +178,16 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
               cache: Path | None = None, concurrency: int = 4, rate: float | None = None,
               temperature: float = 0.7, top_p: float = 0.95, plan: bool = False, shard: str | None = None,
               seed: int = 0, noise: dict | None = None, max_dialogues: int | None = None, source: str = "jsonl",
-              split: str | None = None, price_table: Path | None = None, allow_unlabelled: bool = False) -> dict:
+              split: str | None = None, price_table: Path | None = None, allow_unlabelled: bool = False,
+              gold_pool: Path | None = None, gold_pool_split: str | None = "train",
+              gold_pool_dialogues: int | None = None, shots: int = 32) -> dict:
     """Label ``data`` with a teacher; write the scores JSONL to ``out``; return a summary dict.
 
     ``cache`` (llm: the SQLite response cache, default ``<out stem>.cache.sqlite`` beside ``out``;
     zeroshot: an embedding cache, none by default). ``noise``: simulated-teacher parameters
     (:class:`trainer.teachers.simulated.NoiseConfig`). ``plan``: report what the run would do, send nothing.
+    fewshot: ``shots`` labelled turns per class come from ``gold_pool`` (read like ``data``, split
+    ``gold_pool_split``, its first ``gold_pool_dialogues``) and from nothing else.
     """
     if teacher not in TEACHERS:
         raise DataError(f"unknown teacher '{teacher}' (expected one of {', '.join(TEACHERS)})")
@@ -259,6 +263,22 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
             raise
         summary.update(t_zs.summary())
         t_zs.cache.close()
+    elif teacher == "fewshot":
+        from trainer.teachers.fewshot import FewshotConfig, FewshotTeacher
+
+        if gold_pool is None:
+            raise DataError("--teacher fewshot needs --gold-pool (labelled dialogues to draw the shots from)")
+        pool = load_source(source, Path(gold_pool), gold_pool_split, max_dialogues=gold_pool_dialogues)
+        t_fs = FewshotTeacher(pool, FewshotConfig(shots=shots, temperature=temperature, seed=seed), cache_path=cache)
+        if plan:
+            result = {**summary, "calls": 0, "gold_pool_dialogues": len(t_fs.pool),
+                      "note": "fewshot runs offline: no endpoint calls, no cost"}
+            _print_plan(result)
+            return result
+        with _progress() as prog:
+            records = t_fs.label(dialogues, schema, samples, _Bar(prog, "fewshot: encoding texts"))
+        summary.update(t_fs.summary())
+        t_fs.cache.close()
     else:
         from trainer.teachers.simulated import NOTE, SimulatedTeacher
 
