@@ -183,7 +183,7 @@ def test_a_live_call_shows_up_with_its_transcript_labels_and_alerts(
     post(range(2))  # the call starts before anyone watches it
     row = f'#calls tr[data-dialogue="{dialogue_id}"]'
     wait_for(browser, lambda: css(browser, row), "the call in the list")
-    css(browser, row)[0].click()
+    wait_for(browser, lambda: css(browser, row)[0].click() is None, "a click on the call")  # retried if re-rendered
     wait_for(browser, lambda: len(transcript(browser)) == 2, "the first two turns (the dialogue's window)")
 
     post(range(2, len(turns)))  # the rest arrives while the page watches
@@ -196,14 +196,20 @@ def test_a_live_call_shows_up_with_its_transcript_labels_and_alerts(
     assert shown[1]["labels"] == answers[1]["labels"]  # the window's last turn: labels from last_result
 
     customer_seqs = sorted(seq for seq, t in enumerate(turns) if t["speaker"] == "customer")
-    alerts = '#alerts li[data-rule="negative_customer"]'
-    wait_for(browser, lambda: len(css(browser, alerts)) == len(customer_seqs), "one alert per customer turn")
-    assert sorted(int(li.get_attribute("data-seq")) for li in css(browser, alerts)) == customer_seqs
-    assert {li.get_attribute("data-severity") for li in css(browser, alerts)} == {"warning"}
+    def alerts() -> list[tuple[int, str]]:  # read in the page in one step: the list re-renders as events arrive
+        return [(int(seq), sev) for seq, sev in browser.execute_script("""
+            return [...document.querySelectorAll('#alerts li[data-rule="negative_customer"]')].map(
+              li => [li.dataset.seq, li.dataset.severity]);""")]
+
+    wait_for(browser, lambda: len(alerts()) == len(customer_seqs), "one alert per customer turn")
+    shown_alerts = alerts()
+    assert sorted(seq for seq, _ in shown_alerts) == customer_seqs
+    assert {sev for _, sev in shown_alerts} == {"warning"}
     badge = f"{row} .badge"
     wait_for(browser, lambda: css(browser, badge)[0].text == str(len(customer_seqs)), "the alert count in the list")
-    assert css(browser, badge)[0].get_attribute("data-severity") == "warning"
-    assert len(css(browser, "#trend svg circle")) == len(turns)  # one point per scored turn
+    wait_for(browser, lambda: css(browser, badge)[0].get_attribute("data-severity") == "warning", "a warning badge")
+    points = "return document.querySelectorAll('#trend svg circle').length"
+    assert browser.execute_script(points) == len(turns)  # one point per scored turn
 
     # Call text is text: the hostile utterance is shown as typed, and nothing in it ran or rendered.
     assert shown[-1]["text"] == HOSTILE

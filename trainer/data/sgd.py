@@ -4,7 +4,8 @@ and ``<root>/<split>/schema.json`` (split folders ``train``, ``dev``, ``test``).
 Mapping:
 - speakers ``user`` and ``system``; text with whitespace collapsed; dialogues in file-name order, then
   file order. Dialogue id ``sgd-<split>-<dialogue_id>`` (the corpus ids such as ``1_00000`` repeat
-  across splits); meta ``{"source", "split", "file", "sgd_dialogue_id", "services"}``.
+  across splits); meta ``{"source", "split", "file", "sgd_dialogue_id", "services", "intent_services"}``
+  (``intent_services``: user turn index -> the service of the frame that gave its active intent).
 - user turns get four tasks, system turns none (labels are sparse):
   - ``active_intent`` (multiclass): the first frame whose ``state.active_intent`` is not ``NONE``,
     else ``NONE``. Labels: the sorted union of the intent names in the train and test ``schema.json``
@@ -162,6 +163,15 @@ def _user_labels(frames: list[Any], where: str, path: Path, report: LoadReport) 
     return labels
 
 
+def intent_service(frames: Any) -> str | None:
+    """The service of the frame that gives a user turn its ``active_intent`` (the first not ``NONE``)."""
+    for frame in frames or []:
+        state = frame.get("state") or {}
+        if str(state.get("active_intent") or NO_INTENT) != NO_INTENT:
+            return str(frame.get("service")) if frame.get("service") else None
+    return None
+
+
 def next_action(system_frames: Any) -> str:
     """``action`` of a user turn from the frames of the system turn after it."""
     acts = {str(a.get("act")) for f in system_frames or [] for a in f.get("actions") or []}
@@ -175,6 +185,7 @@ def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
         raise DataError("expected dialogue objects with 'dialogue_id' and 'turns'", path=str(path))
     did = str(raw["dialogue_id"])
     turns: list[Turn] = []
+    intent_services: dict[str, str] = {}  # user turn index -> the service of its active intent
     for i, t in enumerate(raw["turns"]):
         where = f"dialogue {did} turn {i}"
         try:
@@ -183,6 +194,8 @@ def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
             frames = t["frames"]
             if speaker == "user":
                 labels = _user_labels(frames, where, path, report)
+                if (service := intent_service(frames)) is not None:
+                    intent_services[str(i)] = service
                 nxt = raw["turns"][i + 1] if i + 1 < len(raw["turns"]) else None
                 if nxt is not None and nxt.get("speaker") == "SYSTEM":
                     labels["action"] = next_action(nxt.get("frames"))
@@ -204,6 +217,7 @@ def _convert(raw: Any, split: str, path: Path, report: LoadReport) -> Dialogue:
             "file": path.name,
             "sgd_dialogue_id": did,
             "services": list(raw.get("services") or []),
+            "intent_services": intent_services,
         },
     )
 
