@@ -103,11 +103,15 @@ class _Tally:
         self.latencies: list[float] = []
         self.errors = 0
         self.agree: dict[str, list[bool]] = {}
+        self.alerts: list[AlertEvent] = []  # arrived with a turn's reply, not yet printed
 
     def record(self, d: Dialogue, seq: int, reply: TurnResult | ClientError, ms: float) -> None:
         turn = d.turns[seq]
         if self.echo is not None:
             self.echo(format_line(d.dialogue_id, seq, turn.speaker, turn.text, reply, ms))
+            for alert in self.alerts:
+                self.echo(format_alert(alert))
+        self.alerts.clear()
         if isinstance(reply, ClientError):
             self.errors += 1
             return
@@ -135,8 +139,7 @@ async def replay(
         try:
             if ws:
                 async with client.stream() as stream:
-                    if echo is not None:
-                        stream.on_alert = lambda a: echo(format_alert(a))
+                    stream.on_alert = tally.alerts.append  # printed after the scores line of their turn
                     for d in dialogues:
                         call = stream.call(d.dialogue_id)
                         await _replay_call(d, call.send, pacer, tally)
@@ -148,6 +151,9 @@ async def replay(
                     await rest_call.end()
         except (Unauthenticated, Unreachable):
             pass  # recorded on the turn it happened to; every other turn would fail the same way
+    if echo is not None:  # alerts that came in after the last turn's line
+        for alert in tally.alerts:
+            echo(format_alert(alert))
     return summarize(tally.latencies, tally.errors, tally.agree, transport="ws" if ws else "rest",
                      dialogues=len(dialogues), elapsed_s=time.monotonic() - started)
 

@@ -209,3 +209,21 @@ async def test_the_python_stream_client_keeps_alert_frames_apart_from_replies(li
     assert [r.seq for r in replies] == [0, 1, 2, 3]
     assert [(a.rule, a.seq) for a in stream.alerts] == [("every", i) for i in range(4)]
     assert seen == list(stream.alerts)
+
+
+async def test_replay_prints_each_alert_after_its_turn(live, tmp_path, samples_dir):
+    from cli.replay import replay
+    from turnwise.dialogue import read_jsonl
+
+    srv = live(rules=write_rules(tmp_path, {"name": "cust", "severity": "warning", "speaker": "customer",
+                                            "when": ALWAYS}))
+    call = read_jsonl(samples_dir / "dialogues.jsonl")[:1]
+    lines: list[str] = []
+    await replay(srv.url, call, ws=True, echo=lines.append)
+    name = call[0].dialogue_id
+    customer_seqs = [i for i, t in enumerate(call[0].turns) if t.speaker == "customer"]
+    alert_lines = [i for i, line in enumerate(lines) if " ALERT " in line]
+    assert [lines[i] for i in alert_lines] == [f"{name} #{s:<3} ALERT warning: cust" for s in customer_seqs]
+    for i, seq in zip(alert_lines, customer_seqs, strict=True):  # never before its turn's own line
+        turn_line = next(j for j, line in enumerate(lines) if line.startswith(f"{name} #{seq:<3} customer"))
+        assert turn_line < i
