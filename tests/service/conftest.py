@@ -8,6 +8,7 @@ client. ``store_kind`` parametrizes a test over the embedded store and a real re
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,26 @@ def live(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., LiveS
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium through its chromedriver (skipped, with the reason, where either is missing)."""
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.skip("Chromium or chromedriver not installed (scripts/system-deps.sh installs chromium and "
+                    "chromium-driver with apt-get)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1440,1000", "--hide-scrollbars"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -8,12 +8,10 @@ the page loaded came from the service (it skips where Chromium or chromedriver i
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 EXTERNAL = re.compile(r"(?:https?:)?//[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 REF = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
@@ -47,26 +45,6 @@ def test_docs_and_redoc_reference_only_the_service(live: Callable[..., Any]) -> 
         assert c.get("/docs/oauth2-redirect").status_code == 200
         for name in ("index.html", "..%2F..%2Fpyproject.toml", "swagger-ui.js"):
             assert c.get(f"/docs/assets/{name}").status_code == 404, name
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.skip("Chromium or chromedriver not installed (scripts/system-deps.sh installs chromium and "
-                    "chromium-driver with apt-get)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_swagger_ui_renders_from_the_service_alone(live: Callable[..., Any], browser: Any) -> None:

@@ -14,8 +14,7 @@ import fnmatch
 import json
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,29 +81,7 @@ def test_assets_ship_in_the_package() -> None:
         assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{name} is not package data"
 
 
-# ---- the page in a browser ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.skip("Chromium or chromedriver not installed (scripts/system-deps.sh installs chromium and "
-                    "chromium-driver with apt-get)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1440,1000", "--hide-scrollbars"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+# ---- the page in a browser (the ``browser`` fixture is in conftest.py) -------------------------------
 
 
 def wait_for(driver: Any, check: Callable[[], Any], what: str) -> Any:
