@@ -93,7 +93,10 @@ def _cooling(rule: Rule, slot: dict[str, Any], turn: ScoredTurn) -> bool:
     if slot.get("fired_seq") is None:
         return False
     turns_since = slot.get("turns", 0)
-    return turns_since <= rule.cooldown_turns or turn.at - float(slot.get("fired_at", 0.0)) < rule.cooldown_s
+    if turns_since <= rule.cooldown_turns:
+        return True
+    # Without a cool-down in seconds, never cooling: turns of one call can be scored within a millisecond.
+    return rule.cooldown_s > 0 and turn.at - float(slot.get("fired_at", 0.0)) < rule.cooldown_s
 
 
 def alert_event(rule: Rule, turn: ScoredTurn) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def evaluate(rules: RuleSet, state: Mapping[str, Any] | None, turn: ScoredTurn,
             continue
         event = alert_event(rule, turn)
         fired.append(event)
-        slot.update(run=0, fired_seq=turn.seq, fired_at=round(turn.at, 3), turns=0)
+        slot.update(run=0, fired_seq=turn.seq, fired_at=turn.at, turns=0)
     if fired:
         out["alerts"] = [*out.get("alerts", []), *fired][-KEEP_ALERTS:]
         out["alerts_total"] = int(out.get("alerts_total", 0)) + len(fired)

@@ -130,3 +130,11 @@ def test_rules_file_errors_name_the_file(tmp_path: Path):
     with pytest.raises(RuleError, match="cannot read the rules file"):
         load_rules(tmp_path / "missing.yaml")
     assert len(load_rules(REPO / "samples" / "rules.yaml")) >= 3  # the shipped example is valid
+
+
+def test_turns_scored_within_a_millisecond_are_not_cooled_down():
+    """No cool-down in seconds means none: pipelined turns are scored microseconds apart."""
+    rules = rules_of({"name": "every", "when": "sentiment.negative >= 0.0"})
+    turns = [ScoredTurn("c", i, "customer", "t", {"sentiment": "negative"}, {"sentiment": {"negative": 0.9}},
+                        1000.0004 + i * 1e-4) for i in range(4)]
+    assert run(rules, turns) == [(i, "every") for i in range(4)]
