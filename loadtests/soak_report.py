@@ -119,8 +119,16 @@ class OtherLoad:
         used = sorted((u for u in used if u[1] > 0.5), key=lambda u: -u[1])[:top]
         return {"loadavg_start": [round(x, 2) for x in self.load_start],
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-                "other_processes": [{"cmd": n, "pid": pid, "cpu_s": round(s, 1), "cores": round(s / wall, 2)}
-                                    for n, s, pid in used]}
+                "other_processes": [{"cmd": _relative(n), "pid": pid, "cpu_s": round(s, 1),
+                                     "cores": round(s / wall, 2)} for n, s, pid in used]}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _relative(cmd: str) -> str:
+    """A command line with this checkout's path left out (results files carry no machine paths)."""
+    return cmd.replace(f"{REPO}{os.sep}", "")
 
 
 def plot(audit: Audit, rss: RssSampler, faults: list[dict[str, Any]], path: Path, title: str) -> None:

@@ -13,7 +13,9 @@ after it, in one pipeline, so every key a script touches shares one cluster slot
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,11 +55,11 @@ class RedisMonitor:
     _put_monitor: Any
     _reader: aioredis.Redis | None
 
-    def meta_key(self, dialogue_id: str) -> str:  # provided by the store
-        raise NotImplementedError
+    # Provided by the store: every Redis call through its error mapping and deadline.
+    _call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
-    async def _call(self, op: Any) -> Any:  # provided by the store
-        raise NotImplementedError
+    def meta_key(self, dialogue_id: str) -> str:
+        return names.meta_key(self.prefix, dialogue_id)
 
     def _register_monitor(self) -> None:
         self._put_monitor = self.client.register_script(PUT_MONITOR_LUA)
@@ -123,7 +125,7 @@ class RedisMonitor:
         if cursor is None:
             cursor = {}
             for stream in streams:
-                last = await self._call(lambda s=stream: reader.xrevrange(s, count=1))
+                last = await self._call(functools.partial(reader.xrevrange, stream, count=1))
                 cursor[stream] = last[0][0] if last else "0-0"
         block_ms = max(int(block_s * 1000), 1)
         try:  # not through _call: a blocking read may outlast a request's latency budget by design
