@@ -37,8 +37,9 @@ def experiment_table1(
                                            "override it", case_sensitive=False)] = Preset.cpu,
     data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
     tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
-    gold_fractions: Annotated[str, typer.Option("--gold-fractions", help="comma-separated fractions of gold "
-                                                "dialogues, each in (0, 1]")] = "0.01,0.05,0.10,0.25",
+    gold_fractions: Annotated[str | None, typer.Option("--gold-fractions", help="comma-separated fractions of "
+                                                       "gold dialogues, each in (0, 1], run in this order "
+                                                       "(default: the preset's)")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds")] = "0,1,2",
     methods: Annotated[str | None, typer.Option("--methods", help="comma-separated: finetune_only, pointwise, "
                                                 "pairwise, pairwise+pointwise (w = --pointwise-weight), "
@@ -79,11 +80,11 @@ def experiment_table1(
     from trainer.experiment_plots import markdown
 
     try:
-        fractions = [float(x) for x in gold_fractions.split(",")]
+        fractions = [float(x) for x in gold_fractions.split(",")] if gold_fractions else None
         seed_list = [int(x) for x in seeds.split(",")]
     except ValueError:
         raise typer.BadParameter("--gold-fractions takes numbers and --seeds integers, comma-separated") from None
-    if not all(0 < f <= 1 for f in fractions):
+    if fractions is not None and not all(0 < f <= 1 for f in fractions):
         raise typer.BadParameter(f"every gold fraction must be in (0, 1], got {gold_fractions}",
                                  param_hint="--gold-fractions")
     try:

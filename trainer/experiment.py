@@ -1,22 +1,20 @@
 """``turnwise experiment table1``: the paper's Table 1 on public data, with its ablations.
 
-For one dataset/task/teacher: teacher scores on the training dialogues; per seed, one pretraining per
-pretrained method (shared by all gold fractions: pretraining never sees gold), then per gold fraction a
-finetuning from the backbone (finetune-only) and from each pretrained student -- pointwise, pairwise,
-``pairwise+pointwise`` (pairwise + w x pointwise, w = ``pointwise_weight``; ``pairwise+pointwise@0.5``
-names another w) -- evaluated on the official test split. Ablations (pairwise): alpha 0 / 1 and
-inter-session pairs, at the smallest gold fraction. A task is a corpus task (``act``) or a one-vs-rest
-detection task ``<task>:<label>`` (``act:question``), scored by the teacher's ``<task>`` votes for the
-label against all others. The ``fewshot`` teacher's shots come, per seed, from that seed's gold
-dialogues at the smallest gold fraction. Every teacher's accuracy, ECE and intra- vs inter-session
-check on the training dialogues go into ``teacher_info``. Outputs: :mod:`trainer.experiment_plots`.
+For one dataset/task/teacher: teacher scores on the training dialogues (:mod:`trainer.experiment_teacher`:
+corpus or one-vs-rest tasks, per-seed few-shot shots, the teacher checks kept in ``teacher_info``); per
+seed, one pretraining per pretrained method (shared by all gold fractions: pretraining never sees gold),
+then per gold fraction a finetuning from the backbone (finetune-only) and from each pretrained student --
+pointwise, pairwise, ``pairwise+pointwise`` (pairwise + w x pointwise, w = ``pointwise_weight``;
+``pairwise+pointwise@0.5`` names another w) -- evaluated on the official test split. Ablations
+(pairwise): alpha 0 / 1 and inter-session pairs, at the smallest gold fraction. A run that stops resumes
+where it stopped (:mod:`trainer.experiment_log`) and leaves a partial table meanwhile. Outputs:
+:mod:`trainer.experiment_plots`.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,14 +24,20 @@ from rich.console import Console
 
 from trainer import experiment_plots as plots
 from trainer.evaluate import evaluate_path
-from trainer.train import TrainConfig, pick_gold_dialogues, train
+from trainer.experiment_log import RunLog, finished_pretraining, mark_pretrained
+from trainer.experiment_teacher import (
+    SeedTeacher,
+    one_vs_rest_dialogues,
+    one_vs_rest_schema,
+    split_task,
+)
+from trainer.train import TrainConfig, train
 from turnwise.dialogue import Dialogue
-from turnwise.tasks import Task, TaskSchema, TaskType
+from turnwise.tasks import TaskSchema
 
 console = Console(stderr=True)
 CPU_METHODS = ("finetune_only", "pointwise", "pairwise")
 ROUND2_METHODS = (*plots.MAIN_METHODS, f"{plots.COMBINED}@0.5")
-SLOPES = ("slope_intra", "slope_inter")
 
 
 @dataclass
@@ -82,7 +86,8 @@ class Table1Config:
 # pretraining epoch, finetuning to early stopping, the whole test split. ``full``: whole splits, for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
-    "round2": {"encoder": "streaming", "max_context_tokens": 256, "token_budget": 2048, "train_dialogues": 4000,
+    "round2": {"gold_fractions": [0.05, 0.01, 0.10, 0.25],  # 5 % first: the goal is judged there
+               "encoder": "streaming", "max_context_tokens": 256, "token_budget": 2048, "train_dialogues": 4000,
                "val_dialogues": 200, "test_dialogues": None, "pretrain_epochs": 1, "finetune_epochs": 30,
                "max_finetune_steps": None, "patience": 3, "samples": 20, "methods": list(ROUND2_METHODS),
                "ablations": False},
@@ -98,87 +103,6 @@ def preset_config(preset: str, **overrides: Any) -> Table1Config:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     given = {k: v for k, v in overrides.items() if v is not None}
     return Table1Config(**{**PRESETS[preset], **given, **({"preset": preset} if preset != "cpu" else {})})
-
-
-def teacher_scores(kind: str, dialogues: Sequence[Dialogue], schema: TaskSchema, samples: int, seed: int,
-                   noise: dict[str, Any], fewshot: Any = None) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
-    """Records keyed by (dialogue, task) and a summary; ``fewshot`` is the FewshotTeacher to use."""
-    if kind == "simulated":
-        from trainer.teachers.simulated import SimulatedTeacher
-
-        t: Any = SimulatedTeacher(noise, seed=seed)
-    elif kind == "zeroshot":
-        from trainer.teachers.prompts import PromptBank
-        from trainer.teachers.zeroshot import ZeroshotTeacher
-
-        t = ZeroshotTeacher(PromptBank.load())
-    elif kind == "fewshot" and fewshot is not None:
-        t = fewshot
-    else:
-        raise ValueError(f"teacher must be simulated, zeroshot or fewshot for experiments, got {kind!r}")
-    records = t.label(dialogues, schema, samples)
-    return {(r.dialogue_id, r.task): r for r in records}, {"kind": kind, **t.summary()}
-
-
-# --- one-vs-rest tasks, teacher checks --------------------------------------------------------------
-
-
-def split_task(task: str) -> tuple[str, str | None]:
-    """``act:question`` -> (``act``, ``question``); ``act`` -> (``act``, None)."""
-    base, _, positive = task.partition(":")
-    return base, positive or None
-
-
-def one_vs_rest_schema(schema: TaskSchema, task: str) -> TaskSchema:
-    base, positive = split_task(task)
-    if positive is None:
-        return schema.select([task])
-    if positive not in schema[base].labels:
-        raise ValueError(f"'{positive}' is not a label of task '{base}' ({schema[base].labels})")
-    return TaskSchema(tasks={task: Task(type=TaskType.binary, labels=[f"not_{positive}", positive],
-                                        description=f"{base} is '{positive}' (one vs rest)")})
-
-
-def one_vs_rest_dialogues(dialogues: Sequence[Dialogue], task: str) -> list[Dialogue]:
-    """The dialogues with gold ``<task>`` labels turned into ``positive`` / ``not_<positive>``."""
-    base, positive = split_task(task)
-    if positive is None:
-        return list(dialogues)
-    out = []
-    for d in dialogues:
-        turns = [t.model_copy(update={"labels": {task: positive if t.labels[base] == positive else f"not_{positive}"}}
-                              if base in t.labels else {"labels": {}}) for t in d.turns]
-        out.append(d.model_copy(update={"turns": turns}))
-    return out
-
-
-def one_vs_rest_records(records: dict[tuple[str, str], Any], task: str) -> dict[tuple[str, str], Any]:
-    """The teacher's votes for ``positive`` against all other classes, as binary records of ``task``."""
-    from trainer.teachers.scores import ABSTAIN, make_record
-
-    base, positive = split_task(task)
-    assert positive is not None
-    out = {}
-    for (did, name), r in records.items():
-        if name != base:
-            continue
-        v = r.votes_array()
-        binary = np.where(v == ABSTAIN, ABSTAIN, (v == r.labels.index(positive)).astype(np.int64))
-        info = r.teacher.model_dump(exclude_none=True)
-        info["params"] = {**info.get("params", {}), "one_vs_rest_of": base}
-        out[(did, task)] = make_record(did, task, [f"not_{positive}", positive], TaskType.binary, binary, info)
-    return out
-
-
-def teacher_check(records: dict[tuple[str, str], Any], dialogues: Sequence[Dialogue], task: str) -> dict[str, Any]:
-    """Accuracy (argmax S), ECE and the intra- vs inter-session check (paper Fig. 4) of a single-label task."""
-    from trainer.teachers.calibration import collect, ece, h2_check
-
-    ts = collect(dialogues, records, task)  # turns with a gold label and at least one valid vote
-    h2 = h2_check(ts)
-    acc = float((ts.scores.argmax(axis=1) == ts.gold.argmax(axis=1)).mean())
-    return {"accuracy": acc, "ece": ece(ts.scores, ts.gold), "h2": {**{k: h2[k] for k in (*SLOPES, "h2_holds")},
-            "ordering_intra": h2["intra"]["ordering_accuracy"], "ordering_inter": h2["inter"]["ordering_accuracy"]}}
 
 
 def load_splits(cfg: Table1Config, data: Path | None) -> tuple[list[Dialogue], list[Dialogue], list[Dialogue]]:
@@ -239,58 +163,21 @@ def _every(n: int):
     return progress
 
 
-class _Teacher:
-    """The teacher's scores for each seed: computed once (simulated, zeroshot) or per seed (fewshot, whose
-    shots come from the seed's gold dialogues at the smallest gold fraction); checked on the way."""
-
-    def __init__(self, cfg: Table1Config, train_d: list[Dialogue], base_schema: TaskSchema):
-        self.cfg, self.train_d, self.base_schema = cfg, train_d, base_schema
-        self.task_d = one_vs_rest_dialogues(train_d, cfg.task)
-        self.cache: dict[int, tuple[dict[tuple[str, str], Any], dict[str, Any]]] = {}
-        self.fewshot: Any = None
-        self.checks: list[dict[str, Any]] = []
-
-    def for_seed(self, seed: int) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
-        cfg = self.cfg
-        key = seed if cfg.teacher == "fewshot" else 0
-        if key in self.cache:
-            return self.cache[key]
-        t0 = time.perf_counter()
-        if cfg.teacher == "fewshot":
-            from trainer.teachers.fewshot import FewshotConfig, FewshotTeacher
-
-            gold = pick_gold_dialogues(self.train_d, [split_task(cfg.task)[0]], min(cfg.gold_fractions), seed)
-            pool = [self.train_d[i] for i in gold]
-            self.fewshot = (self.fewshot.with_pool(pool) if self.fewshot is not None
-                            else FewshotTeacher(pool, FewshotConfig(**{"seed": seed, **cfg.fewshot})))
-        records, tinfo = teacher_scores(cfg.teacher, self.train_d, self.base_schema, cfg.samples, 0, cfg.noise,
-                                        fewshot=self.fewshot)
-        if split_task(cfg.task)[1] is not None:
-            records = one_vs_rest_records(records, cfg.task)
-        check = {"seed": seed, **teacher_check(records, self.task_d, cfg.task),
-                 "wall_s": round(time.perf_counter() - t0, 1)}
-        self.checks.append(check)
-        acc = tinfo["accuracy_on_train"] = check["accuracy"]
-        tinfo["wall_s"] = check["wall_s"]
-        console.log(f"teacher {cfg.teacher} (seed {seed}): accuracy {acc:.4f} on the training dialogues, "
-                    f"H2 slopes intra {check['h2']['slope_intra']} / inter {check['h2']['slope_inter']}")
-        self.cache[key] = (records, tinfo)
-        return records, tinfo
-
-    def info(self) -> dict[str, Any]:
-        """The summary the JSON keeps: the last teacher's, with the checks of every seed (means on top)."""
-        tinfo: dict[str, Any] = dict(self.cache[max(self.cache)][1]) if self.cache else {"kind": self.cfg.teacher}
-        if self.checks:
-            tinfo["accuracy_on_train"] = float(np.mean([c["accuracy"] for c in self.checks]))
-            tinfo["ece"] = float(np.mean([c["ece"] for c in self.checks]))
-            slopes = {k: [c["h2"][k] for c in self.checks if c["h2"][k] is not None] for k in SLOPES}
-            tinfo["h2"] = {k: float(np.mean(v)) if v else None for k, v in slopes.items()}
-            tinfo["checks"] = self.checks
-        return tinfo
+def _finetune_plan(cfg: Table1Config, variants: list[tuple[str, dict[str, Any]]]) -> list[tuple[float, int, str]]:
+    """Every finetuning run as (gold fraction, seed, method), in run order: the fractions in the order
+    given, then the seeds, then the methods -- so a stopped run holds, at the fraction that matters most,
+    whole seeds of every method: comparisons on the same gold dialogues. Ablations only at the smallest
+    fraction, where pretraining matters most."""
+    smallest = min(cfg.gold_fractions)
+    names = [n for n in ["finetune_only", *[v for v, _ in variants]] if n != "finetune_only" or n in cfg.methods]
+    return [(frac, seed, name) for frac in cfg.gold_fractions for seed in cfg.seeds for name in names
+            if plots.is_main(name) or frac == smallest]
 
 
 def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, schema: TaskSchema | None = None,
                keep_checkpoints: bool = False) -> dict[str, Any]:
+    """Run (or resume: :mod:`trainer.experiment_log`) one Table 1 and write its JSON, Markdown and PNG --
+    after every finished finetuning run, so a stopped run leaves a partial table (``complete: false``)."""
     from trainer.data import source_tasks
 
     out = Path(out)
@@ -300,57 +187,61 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
     task_schema = one_vs_rest_schema(base_schema, cfg.task)
     train_d, val_d, test_d = load_splits(cfg, data)
     work = out / plots.stem(asdict(cfg)).replace("table1-", "work-", 1)  # runs of others may share ``out``
+    log = RunLog(work, asdict(cfg))
     console.log(f"table1 {cfg.dataset}/{cfg.task} teacher={cfg.teacher}: train {len(train_d)}, "
-                f"val {len(val_d)}, test {len(test_d)} dialogues")
-    teacher = _Teacher(cfg, train_d, base_schema)
+                f"val {len(val_d)}, test {len(test_d)} dialogues; {len(log.runs)} runs already finished in {work}")
+    teacher = SeedTeacher(cfg, train_d, base_schema, logged=log.teacher_checks, on_check=log.add_teacher)
     train_t, val_t, test_t = (one_vs_rest_dialogues(x, cfg.task) for x in (train_d, val_d, test_d))
-    variants = pretraining_variants(cfg)
-    runs: list[dict[str, Any]] = []
-    total, done = len(cfg.seeds) * (len(cfg.gold_fractions) * sum(map(plots.is_main, cfg.methods))
-                                    + sum(not plots.is_main(n) for n, _ in variants)), 0
-    for seed in cfg.seeds:
-        pretrained: dict[str, Path] = {}
-        pre_wall: dict[str, float] = {}
-        for name, over in variants:
-            records, tinfo = teacher.for_seed(seed)
-            t0 = time.perf_counter()
-            pcfg = _train_cfg(cfg, seed=seed, pretrain_steps=cfg.pretrain_steps, pretrain_epochs=cfg.pretrain_epochs,
-                              finetune_epochs=0, **over)
-            path = work / f"pre-{name}-s{seed}"
-            shutil.rmtree(path, ignore_errors=True)
-            res = train(pcfg, train_t, task_schema, path, teacher=records, teacher_info=tinfo, progress=_every(50))
-            pretrained[name] = path
-            pre_wall[name] = round(time.perf_counter() - t0, 1)
-            console.log(f"seed {seed}: {name} pretrained in {pre_wall[name]} s ({res.steps} steps)")
-        for frac_i, frac in enumerate(cfg.gold_fractions):
-            for name in ["finetune_only", *[n for n, _ in variants]]:
-                if (not plots.is_main(name) and frac_i) or (name == "finetune_only" and name not in cfg.methods):
-                    continue  # ablations only at the smallest gold fraction, where pretraining matters most
-                t0 = time.perf_counter()
-                fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac,
-                                  init_from=str(pretrained[name]) if name in pretrained else None)
-                path = work / f"ft-{name}-s{seed}-g{frac}"
-                shutil.rmtree(path, ignore_errors=True)
-                res = train(fcfg, train_t, task_schema, path, val_dialogues=val_t)
-                report = evaluate_path(path, test_t, tasks=[cfg.task], device=cfg.device)
-                m = report["tasks"][cfg.task]
-                runs.append({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
-                             "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
-                             "pretrain_wall_s": pre_wall.get(name, 0.0),
-                             "finetune_wall_s": round(time.perf_counter() - t0, 1),
-                             "settings": {k: v for k, v in asdict(fcfg).items() if k != "extra"}})
-                done += 1
-                console.log(f"[{done}/{total}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
-                            f"macro-F1 {m['macro_f1']:.4f}")
-                if not keep_checkpoints:
-                    shutil.rmtree(path, ignore_errors=True)
+    variants = dict(pretraining_variants(cfg))
+    plan = _finetune_plan(cfg, list(variants.items()))
+    sizes = {"train": len(train_d), "validation": len(val_d), "test": len(test_d)}
+    maj = plots.majority(test_t, cfg.task)
+
+    def pretrained(name: str, seed: int) -> tuple[Path, float]:
+        path = work / f"pre-{name}-s{seed}"
+        done = finished_pretraining(path)
+        if done is not None:
+            return path, done["wall_s"]
+        records, tinfo = teacher.for_seed(seed)
+        t0 = time.perf_counter()
+        pcfg = _train_cfg(cfg, seed=seed, pretrain_steps=cfg.pretrain_steps, pretrain_epochs=cfg.pretrain_epochs,
+                          finetune_epochs=0, **variants[name])
+        shutil.rmtree(path, ignore_errors=True)
+        res = train(pcfg, train_t, task_schema, path, teacher=records, teacher_info=tinfo, progress=_every(50))
+        wall = round(time.perf_counter() - t0, 1)
+        mark_pretrained(path, wall, res.steps)
+        console.log(f"seed {seed}: {name} pretrained in {wall} s ({res.steps} steps)")
+        return path, wall
+
+    def write(final: bool) -> dict[str, Any]:
+        runs = [r for f, s, n in plan if (r := log.get(n, s, f)) is not None]
+        result = summarise(cfg, runs, teacher.info(), wall_s=time.perf_counter() - t_start, sizes=sizes)
+        result.update(majority=plots.as_percent(maj), complete=final and len(runs) == len(plan),
+                      planned_runs=len(plan), resumed_runs=resumed)
+        plots.write_outputs(result, out)
+        return result
+
+    resumed = sum(log.get(n, s, f) is not None for f, s, n in plan)
+    for i, (frac, seed, name) in enumerate(plan, 1):
+        if log.get(name, seed, frac) is not None:
+            continue
+        init, pre_wall = pretrained(name, seed) if name in variants else (None, 0.0)
+        t0 = time.perf_counter()
+        fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=str(init) if init else None)
+        path = work / f"ft-{name}-s{seed}-g{frac}"
+        shutil.rmtree(path, ignore_errors=True)
+        res = train(fcfg, train_t, task_schema, path, val_dialogues=val_t, progress=_every(100))
+        m = evaluate_path(path, test_t, tasks=[cfg.task], device=cfg.device)["tasks"][cfg.task]
+        log.add({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
+                 "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
+                 "pretrain_wall_s": pre_wall, "finetune_wall_s": round(time.perf_counter() - t0, 1),
+                 "settings": {k: v for k, v in asdict(fcfg).items() if k != "extra"}})
+        console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
+                    f"macro-F1 {m['macro_f1']:.4f}")
         if not keep_checkpoints:
-            for p in pretrained.values():
-                shutil.rmtree(p, ignore_errors=True)
-    result = summarise(cfg, runs, teacher.info(), wall_s=time.perf_counter() - t_start,
-                       sizes={"train": len(train_d), "validation": len(val_d), "test": len(test_d)})
-    result["majority"] = plots.majority(test_t, cfg.task)
-    plots.write_outputs(result, out)
+            shutil.rmtree(path, ignore_errors=True)
+        write(final=False)
+    result = write(final=True)
     if not keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -358,20 +249,24 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
 
 def summarise(cfg: Table1Config, runs: list[dict[str, Any]], tinfo: dict[str, Any], *, wall_s: float,
               sizes: dict[str, int]) -> dict[str, Any]:
+    """The result: per method and gold fraction (ascending), mean and std over seeds of test accuracy and
+    macro-F1 in percent (``unit``), with the seeds behind each (``n``); ``runs`` keeps every run (fractions)."""
     def stats(method: str, frac: float, key: str) -> tuple[float | None, float | None]:
-        vals = [r[key] for r in runs if r["method"] == method and r["gold_fraction"] == frac]
+        vals = [100 * r[key] for r in runs if r["method"] == method and r["gold_fraction"] == frac]
         return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
 
+    fractions = sorted(cfg.gold_fractions)
     methods: dict[str, Any] = {}
     for name in plots.in_paper_order({r["method"] for r in runs}):
-        fracs = cfg.gold_fractions if plots.is_main(name) else cfg.gold_fractions[:1]
+        fracs = fractions if plots.is_main(name) else fractions[:1]
         acc = [stats(name, f, "accuracy") for f in fracs]
         f1 = [stats(name, f, "macro_f1") for f in fracs]
         methods[name] = {"gold_fractions": fracs, "mean": [a[0] for a in acc], "std": [a[1] for a in acc],
-                         "macro_f1_mean": [a[0] for a in f1], "macro_f1_std": [a[1] for a in f1]}
+                         "macro_f1_mean": [a[0] for a in f1], "macro_f1_std": [a[1] for a in f1],
+                         "n": [sum(r["method"] == name and r["gold_fraction"] == f for r in runs) for f in fracs]}
     return {"dataset": cfg.dataset, "task": cfg.task, "teacher": cfg.teacher,
             "teacher_label": "simulated teacher" if cfg.teacher == "simulated" else cfg.teacher,
-            "metric": "accuracy", "gold_fractions": cfg.gold_fractions, "methods": methods,
+            "metric": "accuracy", "unit": "percent", "gold_fractions": fractions, "methods": methods,
             "teacher_info": tinfo, "config": asdict(cfg), "sizes": sizes, "wall_s": round(wall_s, 1),
             "runs": runs}
 
@@ -384,7 +279,8 @@ def render_outputs(json_path: str | Path, data: Path | None = None) -> Path:
     if "majority" not in result and "config" in result and result["dataset"] != "jsonl":
         try:
             cfg = Table1Config(**{k: v for k, v in result["config"].items() if k in Table1Config.__dataclass_fields__})
-            result["majority"] = plots.majority(one_vs_rest_dialogues(load_splits(cfg, data)[2], cfg.task), cfg.task)
+            maj = plots.majority(one_vs_rest_dialogues(load_splits(cfg, data)[2], cfg.task), cfg.task)
+            result["majority"] = plots.as_percent(maj) if plots.scale(result) == 1 else maj
         except (OSError, ValueError) as err:
             console.log(f"{path}: no majority-class line ({err})")
     return plots.write_outputs(result, path.parent)
@@ -396,5 +292,5 @@ def budget_check(cfg: Table1Config, out: str | Path, *, min_accuracy: float, dat
     Returns (accuracy >= ``min_accuracy``, the accuracy, the result written to ``out``)."""
     check = replace(cfg, gold_fractions=[1.0], methods=["finetune_only"], seeds=cfg.seeds[:1], ablations=False)
     result = run_table1(check, out, data=data, schema=schema)
-    acc = float(result["methods"]["finetune_only"]["mean"][0])
+    acc = float(result["methods"]["finetune_only"]["mean"][0]) / 100  # the result is in percent
     return acc >= min_accuracy, acc, result

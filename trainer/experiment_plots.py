@@ -66,16 +66,35 @@ def majority(dialogues: Sequence[Any], task: str) -> dict[str, Any] | None:
             "macro_f1": 2 * acc / (1 + acc) / len(values)}
 
 
+def scale(result: dict[str, Any]) -> float:
+    """What turns the result's scores into percent: 1 for ``unit: percent``, 100 for the first round's
+    files, which kept fractions."""
+    return 1.0 if result.get("unit") == "percent" else 100.0
+
+
+def as_percent(maj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`majority` (fractions) in percent, as a result with ``unit: percent`` keeps it."""
+    return None if maj is None else {**maj, "accuracy": 100 * maj["accuracy"], "macro_f1": 100 * maj["macro_f1"]}
+
+
+def _cell(m: dict[str, Any], k: int, mean_key: str, std_key: str, x: float, seeds: int) -> str:
+    if m[mean_key][k] is None:
+        return ""
+    n = m.get("n", [seeds] * len(m[mean_key]))[k]
+    short = f" (n={n})" if n < seeds else ""  # a partial run: fewer seeds than planned behind this cell
+    return f"{x * m[mean_key][k]:.1f} ± {x * m[std_key][k]:.1f}{short}"
+
+
 def _table(result: dict[str, Any], mean_key: str, std_key: str) -> list[str]:
     fr = result["gold_fractions"]
+    x, seeds = scale(result), len(result.get("config", {}).get("seeds", [])) or 1
     lines = [f"| method | {' | '.join(f'{f:.0%} gold' for f in fr)} |", "|---" * (len(fr) + 1) + "|"]
     for name in in_paper_order(result["methods"]):
         m = result["methods"][name]
         cells = []
         for f in fr:
             if f in m["gold_fractions"]:
-                k = m["gold_fractions"].index(f)
-                cells.append(f"{100 * m[mean_key][k]:.1f} ± {100 * m[std_key][k]:.1f}")
+                cells.append(_cell(m, m["gold_fractions"].index(f), mean_key, std_key, x, seeds))
             else:
                 cells.append("")
         lines.append(f"| {name} | {' | '.join(cells)} |")
@@ -100,10 +119,14 @@ def markdown(result: dict[str, Any]) -> str:
              *_table(result, "macro_f1_mean", "macro_f1_std"), "",
              f"On {result['sizes']['test']} test dialogues, mean ± std over seeds {result['config']['seeds']}; "
              f"wall time {result['wall_s'] / 60:.1f} min."]
-    maj = result.get("majority")
+    if result.get("complete") is False:
+        done = len(result.get("runs", []))
+        lines.insert(1, f"\n**Partial: {done} of {result.get('planned_runs', '?')} runs finished** "
+                        "(`n=` marks a cell with fewer seeds than planned).")
+    maj, x = result.get("majority"), scale(result)
     if maj:
-        lines.append(f"Majority class '{maj['label']}': {100 * maj['accuracy']:.1f} % accuracy, "
-                     f"{100 * maj['macro_f1']:.1f} % macro-F1.")
+        lines.append(f"Majority class '{maj['label']}': {x * maj['accuracy']:.1f} % accuracy, "
+                     f"{x * maj['macro_f1']:.1f} % macro-F1.")
     if any(n.startswith(COMBINED) for n in result["methods"]):
         w = result["config"].get("pointwise_weight")
         lines.append(f"`{COMBINED}` uses pointwise weight w = {w}; `{COMBINED}@w` names another w.")
@@ -130,6 +153,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     seeds = result.get("config", {}).get("seeds", [])
+    x100 = scale(result)
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.8))
     maj = result.get("majority")
     for ax, (key, std_key, label, maj_key) in zip(axes, [("mean", "std", "test accuracy (%)", "accuracy"),
@@ -140,11 +164,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
             m = result["methods"][name]
             nudge = 1 + 0.025 * (i - (len(names) - 1) / 2)  # side by side: equal results stay visible
             x = [100 * f * nudge for f in m["gold_fractions"]]
-            mean, std = np.array(m[key], float), np.array(m[std_key], float)
-            ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o" if is_main(name) else "x", capsize=3,
+            mean, std = np.array(m[key], float), np.array(m[std_key], float)  # None (not run yet) -> NaN
+            ax.errorbar(x, x100 * mean, yerr=x100 * std, marker="o" if is_main(name) else "x", capsize=3,
                         color=colour(name), label=name, ls="-" if is_main(name) else "none")
         if maj:
-            ax.axhline(100 * maj[maj_key], color="black", ls="--", lw=1,
+            ax.axhline(x100 * maj[maj_key], color="black", ls="--", lw=1,
                        label=f"majority class ({maj['label']})")
         if key == "mean":
             for name in ("finetune_only", "pointwise", "pairwise"):
@@ -159,7 +183,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     acc = result["teacher_info"].get("accuracy_on_train")
     tacc = f" (teacher accuracy {acc:.2f})" if isinstance(acc, float) else ""
-    fig.suptitle(f"{result['dataset']} — task {result['task']} — teacher: {result['teacher_label']}{tacc}\n"
+    partial = (f" — PARTIAL: {len(result.get('runs', []))} of {result.get('planned_runs')} runs"
+               if result.get("complete") is False else "")
+    fig.suptitle(f"{result['dataset']} — task {result['task']} — teacher: {result['teacher_label']}{tacc}{partial}\n"
                  f"{variant(result)}", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, title_fontsize=8,

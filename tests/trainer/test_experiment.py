@@ -24,9 +24,12 @@ def test_miniature_table1(tmp_path, tiny_backbone, samples_dir):
                                      "pairwise_inter"}
     for name, m in saved["methods"].items():
         runs = [r for r in saved["runs"] if r["method"] == name]
-        assert len(m["mean"]) == 1 and m["mean"][0] == sum(r["accuracy"] for r in runs) / len(runs)
-        assert m["macro_f1_mean"][0] == pytest.approx(sum(r["macro_f1"] for r in runs) / len(runs))
+        # the summary is in percent, the runs keep the evaluator's fractions
+        assert saved["unit"] == "percent" and m["n"] == [len(runs)]
+        assert len(m["mean"]) == 1 and m["mean"][0] == pytest.approx(100 * sum(r["accuracy"] for r in runs) / len(runs))
+        assert m["macro_f1_mean"][0] == pytest.approx(100 * sum(r["macro_f1"] for r in runs) / len(runs))
     assert len(saved["runs"]) == 5 and {r["seed"] for r in saved["runs"]} == {0}
+    assert saved["complete"] is True and saved["planned_runs"] == 5 and saved["resumed_runs"] == 0
     by_method = {r["method"]: r["settings"] for r in saved["runs"]}
     assert by_method["pairwise"]["init_from"] != by_method["pairwise_inter"]["init_from"]
     assert by_method["finetune_only"]["init_from"] is None

@@ -14,14 +14,13 @@ from trainer.experiment import (
     PRESETS,
     Table1Config,
     budget_check,
-    one_vs_rest_dialogues,
-    one_vs_rest_records,
     preset_config,
     pretraining_variants,
     render_outputs,
     run_table1,
 )
 from trainer.experiment_plots import COLOURS, majority, stem
+from trainer.experiment_teacher import one_vs_rest_dialogues, one_vs_rest_records
 from trainer.losses import combine_pairwise_pointwise, pairwise_plus_pointwise_loss
 from trainer.teachers.simulated import SimulatedTeacher
 from turnwise.dialogue import read_jsonl
@@ -55,7 +54,7 @@ def test_round2_pipeline_writes_the_acceptance_files(tmp_path, tiny_backbone, sa
     assert set(saved["methods"]) == {"finetune_only", "pairwise+pointwise", "pairwise+pointwise@0.5"}
     for name, m in saved["methods"].items():
         runs = [r for r in saved["runs"] if r["method"] == name]
-        assert len(runs) == 1 and m["mean"] == [runs[0]["accuracy"]] and 0 <= m["mean"][0] <= 1
+        assert len(runs) == 1 and m["mean"] == [pytest.approx(100 * runs[0]["accuracy"])] and 0 <= m["mean"][0] <= 100
     # the one-vs-rest task: two labels, evaluated as such
     assert saved["majority"]["label"] in ("question", "not_question")
     # each weight went into its own pretraining
@@ -84,7 +83,8 @@ def test_budget_check_reports_the_full_gold_accuracy(tmp_path, tiny_backbone, sa
     args = dict(data=samples_dir / "dialogues.jsonl", schema=load_tasks(samples_dir / "tasks.yaml"))
     ok, acc, result = budget_check(cfg, tmp_path, min_accuracy=0.0, **args)
     assert ok and result["gold_fractions"] == [1.0] and set(result["methods"]) == {"finetune_only"}
-    assert result["config"]["seeds"] == [1] and acc == result["methods"]["finetune_only"]["mean"][0]
+    assert result["config"]["seeds"] == [1]
+    assert acc == pytest.approx(result["methods"]["finetune_only"]["mean"][0] / 100)
     assert result["runs"][0]["settings"]["gold_fraction"] == 1.0
     assert (tmp_path / "table1-jsonl-simulated.json").exists()
     ok, _, _ = budget_check(cfg, tmp_path / "again", min_accuracy=1.01, **args)  # no accuracy reaches it

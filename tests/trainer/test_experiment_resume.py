@@ -1,0 +1,95 @@
+"""A Table 1 run that stops part-way leaves a partial table and resumes without redoing finished work."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import trainer.experiment as experiment
+from trainer.experiment import Table1Config, run_table1
+from turnwise.tasks import load_tasks
+
+
+def mini(tiny_backbone) -> Table1Config:
+    return Table1Config(dataset="jsonl", task="act", teacher="simulated", gold_fractions=[0.5, 0.25], seeds=[0],
+                        methods=["finetune_only", "pairwise"], ablations=False, train_dialogues=10, val_dialogues=3,
+                        test_dialogues=4, backbone=str(tiny_backbone), max_tokens=24, max_turns=2, pretrain_steps=2,
+                        pretrain_dialogues=3, max_finetune_steps=2, batch_size=8, precision="fp32", device="cpu",
+                        noise={"accuracy": 0.7})
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_stopped_run_leaves_a_partial_table_and_resumes(tmp_path, tiny_backbone, samples_dir, monkeypatch):
+    args = dict(data=samples_dir / "dialogues.jsonl", schema=load_tasks(samples_dir / "tasks.yaml"))
+    cfg = mini(tiny_backbone)
+    trained: list[str] = []
+    real_train, real_eval = experiment.train, experiment.evaluate_path
+
+    def counting_train(tcfg, *a, **kw):
+        trained.append("pretrain" if tcfg.objective != "none" else f"finetune {tcfg.gold_fraction}")
+        return real_train(tcfg, *a, **kw)
+
+    evaluations = {"n": 0}
+
+    def stopping_eval(*a, **kw):
+        evaluations["n"] += 1
+        if evaluations["n"] == 3:  # the third finetuning run dies before its result is kept
+            raise Stop
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(experiment, "train", counting_train)
+    monkeypatch.setattr(experiment, "evaluate_path", stopping_eval)
+    with pytest.raises(Stop):
+        run_table1(cfg, tmp_path, **args)
+    # the plan runs the first given fraction (50 %) for every method first, then 25 %
+    assert trained == ["finetune 0.5", "pretrain", "finetune 0.5", "finetune 0.25"]
+    partial = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
+    assert partial["complete"] is False and partial["planned_runs"] == 4 and len(partial["runs"]) == 2
+    assert {(r["method"], r["gold_fraction"]) for r in partial["runs"]} == {("finetune_only", 0.5), ("pairwise", 0.5)}
+    assert partial["gold_fractions"] == [0.25, 0.5]  # tables list the fractions ascending
+    assert partial["methods"]["pairwise"]["mean"][0] is None and partial["methods"]["pairwise"]["n"] == [0, 1]
+    md = (tmp_path / "table1-jsonl-simulated.md").read_text()
+    assert "Partial: 2 of 4 runs" in md
+    first_two = partial["runs"]
+
+    monkeypatch.setattr(experiment, "evaluate_path", real_eval)
+    trained.clear()
+    result = run_table1(cfg, tmp_path, **args)
+    # only the unfinished runs train again, and the finished pretraining is reused, not redone
+    assert trained == ["finetune 0.25", "finetune 0.25"]
+    assert result["complete"] is True and result["resumed_runs"] == 2 and len(result["runs"]) == 4
+    assert [r for r in result["runs"] if r["gold_fraction"] == 0.5] == first_two
+    assert all(v is not None for m in result["methods"].values() for v in m["mean"])
+    assert "Partial" not in (tmp_path / "table1-jsonl-simulated.md").read_text()
+    assert not (tmp_path / "work-jsonl-simulated").exists()  # a finished run removes its work folder
+
+
+def test_a_stopped_run_with_other_settings_is_refused_not_mixed(tmp_path, tiny_backbone, samples_dir, monkeypatch):
+    args = dict(data=samples_dir / "dialogues.jsonl", schema=load_tasks(samples_dir / "tasks.yaml"))
+    cfg = replace(mini(tiny_backbone), methods=["finetune_only"], gold_fractions=[0.5, 0.25])
+    real_eval = experiment.evaluate_path
+    calls = {"n": 0}
+
+    def stopping_eval(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Stop
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(experiment, "evaluate_path", stopping_eval)
+    with pytest.raises(Stop):
+        run_table1(cfg, tmp_path, **args)
+    log = tmp_path / "work-jsonl-simulated" / "runs.jsonl"
+    kept = log.read_text()
+    monkeypatch.setattr(experiment, "evaluate_path", real_eval)
+    with pytest.raises(ValueError, match=r"other settings \(max_finetune_steps\)"):
+        run_table1(replace(cfg, max_finetune_steps=3), tmp_path, **args)
+    assert log.read_text() == kept  # nothing of the stopped run was lost or overwritten
+    # more seeds extend a stopped run: its finished run is kept, the new seed's runs are added
+    result = run_table1(replace(cfg, seeds=[0, 1]), tmp_path, **args)
+    assert result["resumed_runs"] == 1 and len(result["runs"]) == 4 and result["complete"] is True

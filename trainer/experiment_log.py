@@ -1,0 +1,86 @@
+"""What a Table 1 run has finished, kept on disk so a stopped run resumes where it stopped.
+
+A round of Table 1 is hours of training; a run that stops (a killed job, a reboot, a time limit) must not
+throw away what it finished. Its work folder keeps
+
+- ``runs.jsonl``: a header line with the run's settings, then one line per finished finetuning run and
+  one per teacher check, appended and flushed as each finishes;
+- ``pre-<method>-s<seed>/``: each pretrained student, with ``done.json`` written only after its
+  checkpoint is complete, so a half-written one is trained again.
+
+Started again with the same settings, the run skips every (method, seed, gold fraction) in the log and
+reuses every finished pretraining. Seeds, gold fractions and methods may change between starts (a run can
+be extended); any other setting must not: a log written with other settings is refused with the folder's
+name, never mixed in or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# settings that may change between starts: what to run (runs are keyed by them) and where
+EXTENSIBLE = ("seeds", "gold_fractions", "methods", "device")
+DONE_FILE = "done.json"
+
+
+def run_key(method: str, seed: int, gold_fraction: float) -> tuple[str, int, float]:
+    return method, int(seed), round(float(gold_fraction), 6)
+
+
+class RunLog:
+    def __init__(self, work: Path, config: dict[str, Any]):
+        self.work = work
+        self.path = work / "runs.jsonl"
+        self.settings = {k: v for k, v in config.items() if k not in EXTENSIBLE}
+        self.runs: dict[tuple[str, int, float], dict[str, Any]] = {}
+        self.teacher_checks: list[dict[str, Any]] = []
+        if self.path.exists():
+            self._read()
+        else:
+            work.mkdir(parents=True, exist_ok=True)
+            self._append({"kind": "header", "settings": self.settings})
+
+    def _read(self) -> None:
+        lines = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines or lines[0].get("kind") != "header":
+            raise ValueError(f"{self.path}: not a table1 run log (no header line); move the folder away to start over")
+        if lines[0]["settings"] != json.loads(json.dumps(self.settings)):
+            changed = sorted(k for k in {*lines[0]["settings"], *self.settings}
+                             if lines[0]["settings"].get(k) != json.loads(json.dumps(self.settings.get(k))))
+            raise ValueError(f"{self.work}: a stopped run with other settings ({', '.join(changed)}) is kept here; "
+                             "rerun with its settings to finish it, or move the folder away to start over")
+        for rec in lines[1:]:
+            if rec.get("kind") == "run":
+                self.runs[run_key(rec["run"]["method"], rec["run"]["seed"], rec["run"]["gold_fraction"])] = rec["run"]
+            elif rec.get("kind") == "teacher":
+                self.teacher_checks.append(rec["check"])
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+
+    def get(self, method: str, seed: int, gold_fraction: float) -> dict[str, Any] | None:
+        return self.runs.get(run_key(method, seed, gold_fraction))
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs[run_key(run["method"], run["seed"], run["gold_fraction"])] = run
+        self._append({"kind": "run", "run": run})
+
+    def add_teacher(self, check: dict[str, Any]) -> None:
+        self.teacher_checks.append(check)
+        self._append({"kind": "teacher", "check": check})
+
+
+def finished_pretraining(path: Path) -> dict[str, Any] | None:
+    """``done.json`` of a pretrained student (``wall_s``, ``steps``), or None when it never finished."""
+    try:
+        return json.loads((path / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def mark_pretrained(path: Path, wall_s: float, steps: int) -> None:
+    (path / DONE_FILE).write_text(json.dumps({"wall_s": wall_s, "steps": steps}), encoding="utf-8")
