@@ -43,10 +43,10 @@ if [ "$PRESET" = round2 ]; then
   CHECK="$OUT/round2/budget-check"
   if [ -f "$CHECK/table1-dailydialog-simulated.json" ] && [ -z "${RECHECK:-}" ]; then
     # a finished check (its JSON is written complete) is read back: it takes an hour on 2 cores
-    .venv/bin/python - "$CHECK/table1-dailydialog-simulated.json" "$MIN_ACCURACY" <<'PY' || exit 1
+    "${PY:-.venv/bin/python}" - "$CHECK/table1-dailydialog-simulated.json" "$MIN_ACCURACY" <<'PY' || exit 1
 import json, sys
 r = json.load(open(sys.argv[1]))
-acc = r["methods"]["finetune_only"]["mean"][0] / (1 if r.get("unit") == "percent" else 100) * 100
+acc = r["methods"]["finetune_only"]["mean"][0] * (1 if r.get("unit") == "percent" else 100)  # round 1 kept fractions
 need = 100 * float(sys.argv[2])
 print(f"budget check (kept in {sys.argv[1]}; RECHECK=1 runs it again): finetune-only at 100% gold reached "
       f"{acc:.1f} % test accuracy, needed {need:.1f} %")
@@ -81,7 +81,7 @@ PY
   done
   export -f lane; export TW OUT PRESET LOGS
   # every line of the jobs file is one lane; LANES of them run at a time
-  xargs -P "$LANES" -L 1 bash -c 'lane "$@"' _ < "$jobs_file"
+  xargs -r -P "$LANES" -L 1 bash -c 'lane "$@"' _ < "$jobs_file"
   # the fewshot teacher beside the other two (calibration/dailydialog-act-validation/): its shots are the
   # first 40 training dialogues (1 % of the 4,000 the tables use), its votes are on the validation split
   CAL="$OUT/calibration/dailydialog-act-validation/fewshot"

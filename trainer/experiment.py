@@ -182,7 +182,6 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
     base_schema = (schema or source_tasks(cfg.dataset)).select([split_task(cfg.task)[0]])
     task_schema = one_vs_rest_schema(base_schema, cfg.task)
     train_d, val_d, test_d = load_splits(cfg, data)
@@ -215,7 +214,11 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
 
     def write(final: bool) -> dict[str, Any]:
         runs = [r for f, s, n in plan if (r := log.get(n, s, f)) is not None]
-        result = summarise(cfg, runs, teacher.info(), wall_s=time.perf_counter() - t_start, sizes=sizes)
+        tinfo = teacher.info()
+        pre = {(r["method"], r["seed"]): r["pretrain_wall_s"] for r in runs}  # one pretraining, many finetunings
+        wall = (sum(r["finetune_wall_s"] for r in runs) + sum(pre.values())
+                + sum(c.get("wall_s", 0.0) for c in tinfo.get("checks", [])))
+        result = summarise(cfg, runs, tinfo, wall_s=wall, sizes=sizes)
         result.update(majority=plots.as_percent(maj), complete=final and len(runs) == len(plan),
                       planned_runs=len(plan), resumed_runs=resumed)
         plots.write_outputs(result, out)

@@ -112,13 +112,16 @@ def _teacher_line(info: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """Accuracy and macro-F1 tables (mean ± std over seeds), as Markdown."""
     info = result["teacher_info"]
-    teacher_acc = info.get("accuracy_on_train", float("nan"))
+    teacher_acc = info.get("accuracy_on_train")
+    measured = f"accuracy on train {teacher_acc:.3f}" if teacher_acc is not None else "not run yet"
     lines = [f"### {result['dataset']} {result['task']} — teacher: {result['teacher_label']} "
-             f"(accuracy on train {teacher_acc:.3f})", "", "Accuracy (%)", "",
+             f"({measured})", "", "Accuracy (%)", "",
              *_table(result, "mean", "std"), "", "Macro-F1 (%)", "",
              *_table(result, "macro_f1_mean", "macro_f1_std"), "",
              f"On {result['sizes']['test']} test dialogues, mean ± std over seeds {result['config']['seeds']}; "
-             f"wall time {result['wall_s'] / 60:.1f} min."]
+             f"wall time {result['wall_s'] / 60:.1f} min" + (" (teacher, pretrainings and finetunings summed, "
+                                                            "over every start of the run)." if "resumed_runs" in result
+                                                            else ".")]
     if result.get("complete") is False:
         done = len(result.get("runs", []))
         lines.insert(1, f"\n**Partial: {done} of {result.get('planned_runs', '?')} runs finished** "
