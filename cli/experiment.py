@@ -69,6 +69,8 @@ def experiment_table1(
     max_tokens: Annotated[int | None, typer.Option(min=8, help="flat window length in tokens")] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when available) | cpu | cuda[:N]")] = None,
     noise: Annotated[str | None, typer.Option("--noise", help="simulated teacher noise as JSON")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="train nothing: write the (partial) table "
+                                              "of the runs a stopped run with these settings finished")] = False,
     budget_check: Annotated[float | None, typer.Option("--budget-check", min=0, max=1, help="instead of the table: "
                                                        "finetune-only at 100%% gold (first seed) with these settings; "
                                                        "exit 1 if its test accuracy is below this")] = None,
@@ -108,5 +110,5 @@ def experiment_table1(
         typer.echo(f"budget check, {cfg.dataset} {cfg.task}, finetune-only at 100% gold: test accuracy {acc:.4f} "
                    f"(needed {budget_check:.4f}) -- the budget is {verdict}")
         raise typer.Exit(0 if ok else 1)
-    result = run_table1(cfg, out, data=data, schema=schema)
+    result = run_table1(cfg, out, data=data, schema=schema, report_only=report_only)
     typer.echo(markdown(result))

@@ -175,9 +175,10 @@ def _finetune_plan(cfg: Table1Config, variants: list[tuple[str, dict[str, Any]]]
 
 
 def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, schema: TaskSchema | None = None,
-               keep_checkpoints: bool = False) -> dict[str, Any]:
+               keep_checkpoints: bool = False, report_only: bool = False) -> dict[str, Any]:
     """Run (or resume: :mod:`trainer.experiment_log`) one Table 1 and write its JSON, Markdown and PNG --
-    after every finished finetuning run, so a stopped run leaves a partial table (``complete: false``)."""
+    after every finished finetuning run, so a stopped run leaves a partial table (``complete: false``).
+    ``report_only`` trains nothing: it writes the table of what the run's log holds."""
     from trainer.data import source_tasks
 
     out = Path(out)
@@ -186,6 +187,8 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
     task_schema = one_vs_rest_schema(base_schema, cfg.task)
     train_d, val_d, test_d = load_splits(cfg, data)
     work = out / plots.stem(asdict(cfg)).replace("table1-", "work-", 1)  # runs of others may share ``out``
+    if report_only and not RunLog.exists(work):
+        raise ValueError(f"no stopped run with these settings in {work}: nothing to report")
     log = RunLog(work, asdict(cfg))
     console.log(f"table1 {cfg.dataset}/{cfg.task} teacher={cfg.teacher}: train {len(train_d)}, "
                 f"val {len(val_d)}, test {len(test_d)} dialogues; {len(log.runs)} runs already finished in {work}")
@@ -226,7 +229,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
 
     resumed = sum(log.get(n, s, f) is not None for f, s, n in plan)
     for i, (frac, seed, name) in enumerate(plan, 1):
-        if log.get(name, seed, frac) is not None:
+        if report_only or log.get(name, seed, frac) is not None:
             continue
         init, pre_wall = pretrained(name, seed) if name in variants else (None, 0.0)
         t0 = time.perf_counter()
@@ -245,7 +248,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
             shutil.rmtree(path, ignore_errors=True)
         write(final=False)
     result = write(final=True)
-    if not keep_checkpoints:
+    if result["complete"] and not keep_checkpoints:
         shutil.rmtree(work, ignore_errors=True)
     return result
 

@@ -42,6 +42,10 @@ class RunLog:
             work.mkdir(parents=True, exist_ok=True)
             self._append({"kind": "header", "settings": self.settings})
 
+    @staticmethod
+    def exists(work: Path) -> bool:
+        return (work / "runs.jsonl").exists()
+
     def _read(self) -> None:
         lines = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not lines or lines[0].get("kind") != "header":

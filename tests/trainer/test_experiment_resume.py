@@ -56,9 +56,15 @@ def test_a_stopped_run_leaves_a_partial_table_and_resumes(tmp_path, tiny_backbon
     md = (tmp_path / "table1-jsonl-simulated.md").read_text()
     assert "Partial: 2 of 4 runs" in md
     first_two = partial["runs"]
-
+    (tmp_path / "table1-jsonl-simulated.md").unlink()
     monkeypatch.setattr(experiment, "evaluate_path", real_eval)
     trained.clear()
+    report = run_table1(cfg, tmp_path, report_only=True, **args)  # the table of the log, training nothing
+    assert trained == [] and report["runs"] == first_two and report["complete"] is False
+    assert "Partial: 2 of 4 runs" in (tmp_path / "table1-jsonl-simulated.md").read_text()
+    with pytest.raises(ValueError, match="nothing to report"):
+        run_table1(cfg, tmp_path / "elsewhere", report_only=True, **args)
+
     result = run_table1(cfg, tmp_path, **args)
     # only the unfinished runs train again, and the finished pretraining is reused, not redone
     assert trained == ["finetune 0.25", "finetune 0.25"]
