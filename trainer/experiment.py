@@ -219,18 +219,14 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         runs = [r for f, s, n in plan if (r := log.get(n, s, f)) is not None]
         tinfo = teacher.info()
         pre = {(r["method"], r["seed"]): r["pretrain_wall_s"] for r in runs}  # one pretraining, many finetunings
-        wall = (sum(r["finetune_wall_s"] for r in runs) + sum(pre.values())
-                + sum(c.get("wall_s", 0.0) for c in tinfo.get("checks", [])))
+        wall = sum(r["finetune_wall_s"] for r in runs) + sum(pre.values()) + log.teacher_wall_s()
         result = summarise(cfg, runs, tinfo, wall_s=wall, sizes=sizes)
         result.update(majority=plots.as_percent(maj), complete=final and len(runs) == len(plan),
                       planned_runs=len(plan), resumed_runs=resumed)
         plots.write_outputs(result, out)
         return result
 
-    resumed = sum(log.get(n, s, f) is not None for f, s, n in plan)
-    for i, (frac, seed, name) in enumerate(plan, 1):
-        if report_only or log.get(name, seed, frac) is not None:
-            continue
+    def finetune(i: int, frac: float, seed: int, name: str) -> None:
         init, pre_wall = pretrained(name, seed) if name in variants else (None, 0.0)
         t0 = time.perf_counter()
         fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=str(init) if init else None)
@@ -247,9 +243,18 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         if not keep_checkpoints:
             shutil.rmtree(path, ignore_errors=True)
         write(final=False)
-    result = write(final=True)
-    if result["complete"] and not keep_checkpoints:
-        shutil.rmtree(work, ignore_errors=True)
+
+    resumed = sum(log.get(n, s, f) is not None for f, s, n in plan)
+    try:
+        for i, (frac, seed, name) in enumerate(plan, 1):
+            if not report_only and log.get(name, seed, frac) is None:
+                finetune(i, frac, seed, name)
+        result = write(final=True)
+    finally:
+        log.close()
+    if result["complete"] and not (keep_checkpoints or report_only):
+        for name, seed in {(n, s) for _, s, n in plan if n in variants}:  # the log stays: see experiment_log
+            shutil.rmtree(work / f"pre-{name}-s{seed}", ignore_errors=True)
     return result
 
 
@@ -295,8 +300,9 @@ def render_outputs(json_path: str | Path, data: Path | None = None) -> Path:
 def budget_check(cfg: Table1Config, out: str | Path, *, min_accuracy: float, data: Path | None = None,
                  schema: TaskSchema | None = None) -> tuple[bool, float, dict[str, Any]]:
     """Finetune-only at 100 % gold with the run's settings (one seed): is the budget enough to learn the task?
-    Returns (accuracy >= ``min_accuracy``, the accuracy, the result written to ``out``)."""
+    Returns (accuracy >= ``min_accuracy``, the accuracy, the result written to ``out``/budget-check, apart from
+    the tables a shared ``out`` holds)."""
     check = replace(cfg, gold_fractions=[1.0], methods=["finetune_only"], seeds=cfg.seeds[:1], ablations=False)
-    result = run_table1(check, out, data=data, schema=schema)
+    result = run_table1(check, Path(out) / "budget-check", data=data, schema=schema)
     acc = float(result["methods"]["finetune_only"]["mean"][0]) / 100  # the result is in percent
     return acc >= min_accuracy, acc, result

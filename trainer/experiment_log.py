@@ -10,12 +10,16 @@ throw away what it finished. Its work folder keeps
 
 Started again with the same settings, the run skips every (method, seed, gold fraction) in the log and
 reuses every finished pretraining. Seeds, gold fractions and methods may change between starts (a run can
-be extended); any other setting must not: a log written with other settings is refused with the folder's
-name, never mixed in or overwritten.
+be extended), except the smallest gold fraction, which picks the few-shot teacher's shots and the
+ablations' gold; any other setting must not change either: a log written with other settings is refused
+with the folder's name, never mixed in or overwritten. A finished run deletes its checkpoints and keeps
+its log, so the same command again only rewrites the table, and more seeds extend it. One process at a
+time works in a folder (a lock); a line cut short by a killed process is dropped on reading.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any
@@ -34,12 +38,19 @@ class RunLog:
         self.work = work
         self.path = work / "runs.jsonl"
         self.settings = {k: v for k, v in config.items() if k not in EXTENSIBLE}
+        self.settings["smallest_gold_fraction"] = min(config["gold_fractions"])
         self.runs: dict[tuple[str, int, float], dict[str, Any]] = {}
         self.teacher_checks: list[dict[str, Any]] = []
+        work.mkdir(parents=True, exist_ok=True)
+        self._lock = (work / "lock").open("w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ValueError(f"{work}: another table1 run is working in this folder") from None
         if self.path.exists():
             self._read()
         else:
-            work.mkdir(parents=True, exist_ok=True)
             self._append({"kind": "header", "settings": self.settings})
 
     @staticmethod
@@ -47,7 +58,16 @@ class RunLog:
         return (work / "runs.jsonl").exists()
 
     def _read(self) -> None:
-        lines = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = []
+        raw = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for i, line in enumerate(raw):
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(raw) - 1:  # only the last line can be cut short by a killed process
+                    raise ValueError(f"{self.path}: line {i + 1} is not JSON; the log is damaged") from None
+                # drop it from the file too, so the next line appended starts a line of its own
+                self.path.write_text("".join(line + "\n" for line in raw[:-1]), encoding="utf-8")
         if not lines or lines[0].get("kind") != "header":
             raise ValueError(f"{self.path}: not a table1 run log (no header line); move the folder away to start over")
         if lines[0]["settings"] != json.loads(json.dumps(self.settings)):
@@ -65,6 +85,13 @@ class RunLog:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
+
+    def close(self) -> None:
+        self._lock.close()  # releases the lock
+
+    def teacher_wall_s(self) -> float:
+        """The teacher's time over every start (a seed labelled again in a later start counts again)."""
+        return sum(float(c["check"].get("wall_s", 0.0)) for c in self.teacher_checks)
 
     def get(self, method: str, seed: int, gold_fraction: float) -> dict[str, Any] | None:
         return self.runs.get(run_key(method, seed, gold_fraction))

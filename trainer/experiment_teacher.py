@@ -134,7 +134,7 @@ class SeedTeacher:
 
             gold = pick_gold_dialogues(self.train_d, [split_task(cfg.task)[0]], min(cfg.gold_fractions), seed)
             pool = [self.train_d[i] for i in gold]
-            self.fewshot = (self.fewshot.with_pool(pool) if self.fewshot is not None
+            self.fewshot = (self.fewshot.with_pool(pool, seed=seed) if self.fewshot is not None
                             else FewshotTeacher(pool, FewshotConfig(**{"seed": seed, **cfg.fewshot})))
         records, tinfo = teacher_scores(cfg.teacher, self.train_d, self.base_schema, cfg.samples, 0, cfg.noise,
                                         fewshot=self.fewshot)

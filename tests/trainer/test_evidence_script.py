@@ -16,12 +16,16 @@ from trainer.experiment import Table1Config, summarise
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_check(out: Path, accuracy: float, complete: bool) -> None:
+def write_check(out: Path, accuracy: float, complete: bool | None, unit: bool = True) -> None:
     cfg = Table1Config(preset="round2", gold_fractions=[1.0], methods=["finetune_only"], seeds=[0])
     run = {"method": "finetune_only", "seed": 0, "gold_fraction": 1.0, "accuracy": accuracy, "macro_f1": 0.5,
            "pretrain_wall_s": 0.0, "finetune_wall_s": 1.0}
     result = summarise(cfg, [run], {"kind": "simulated"}, wall_s=1.0, sizes={"train": 1, "validation": 1, "test": 1})
-    result["complete"] = complete
+    if complete is not None:
+        result["complete"] = complete
+    if not unit:  # written before summaries were in percent: fractions, no unit, no completion flag
+        del result["unit"]
+        result["methods"]["finetune_only"]["mean"] = [accuracy]
     path = out / "round2" / "budget-check" / "table1-dailydialog-simulated.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(result))
@@ -35,20 +39,27 @@ def evidence(out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-@pytest.mark.parametrize(("accuracy", "complete"), [(0.80, True), (0.90, False)])
-def test_a_kept_budget_check_below_the_bar_or_unfinished_stops_the_round(tmp_path, accuracy, complete):
+@pytest.mark.parametrize("unit", [True, False])
+def test_a_kept_budget_check_below_the_bar_stops_the_round(tmp_path, unit):
     out = tmp_path / "results"
-    write_check(out, accuracy, complete)
+    write_check(out, 0.80, True if unit else None, unit=unit)
     r = evidence(out, tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"reached {100 * accuracy:.1f} % test accuracy, needed 83.0 %" in r.stdout
+    assert "reached 80.0 % test accuracy, needed 83.0 %" in r.stdout  # percent and fraction files alike
     assert "STOP" in r.stderr and "RECHECK=1" in r.stderr
-    assert not list(out.glob("table1-*.json"))  # no table was started
 
 
-def test_a_kept_budget_check_above_the_bar_is_not_run_again(tmp_path):
+def test_an_unfinished_budget_check_stops_the_round(tmp_path):
     out = tmp_path / "results"
-    write_check(out, 0.85, True)
+    write_check(out, 0.90, False)
+    r = evidence(out, tmp_path)
+    assert r.returncode == 1 and "did not finish" in r.stderr and "reached" not in r.stdout
+
+
+@pytest.mark.parametrize("unit", [True, False])
+def test_a_kept_budget_check_above_the_bar_is_not_run_again(tmp_path, unit):
+    out = tmp_path / "results"
+    write_check(out, 0.85, True if unit else None, unit=unit)
     r = evidence(out, tmp_path)
     # the check is read back (TW=false would have failed it) and the round goes on to the teacher calibration,
     # whose `turnwise label` is TW too and fails here: past the gate is all this test needs

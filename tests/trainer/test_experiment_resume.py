@@ -72,7 +72,36 @@ def test_a_stopped_run_leaves_a_partial_table_and_resumes(tmp_path, tiny_backbon
     assert [r for r in result["runs"] if r["gold_fraction"] == 0.5] == first_two
     assert all(v is not None for m in result["methods"].values() for v in m["mean"])
     assert "Partial" not in (tmp_path / "table1-jsonl-simulated.md").read_text()
-    assert not (tmp_path / "work-jsonl-simulated").exists()  # a finished run removes its work folder
+    work = tmp_path / "work-jsonl-simulated"
+    assert sorted(p.name for p in work.iterdir()) == ["lock", "runs.jsonl"]  # checkpoints gone, the log kept
+    trained.clear()
+    again = run_table1(cfg, tmp_path, **args)  # the same command again rewrites the table, training nothing
+    assert trained == [] and again["runs"] == result["runs"] and again["complete"] is True
+    # a report of a smaller plan is complete too, and deletes nothing
+    run_table1(replace(cfg, methods=["finetune_only"]), tmp_path, report_only=True, **args)
+    assert (work / "runs.jsonl").read_text().count('"kind": "run"') == 4
+
+
+def test_one_process_at_a_time_and_a_cut_last_line_is_dropped(tmp_path):
+    from trainer.experiment_log import RunLog
+
+    config = {"gold_fractions": [0.1], "seeds": [0], "dataset": "x"}
+    log = RunLog(tmp_path, config)
+    with pytest.raises(ValueError, match="another table1 run is working in this folder"):
+        RunLog(tmp_path, config)
+    log.add({"method": "pairwise", "seed": 0, "gold_fraction": 0.1, "accuracy": 0.5})
+    log.close()
+    with (tmp_path / "runs.jsonl").open("a") as f:
+        f.write('{"kind": "run", "run": {"meth')  # a process killed while writing
+    again = RunLog(tmp_path, config)
+    assert list(again.runs) == [("pairwise", 0, 0.1)]
+    again.add({"method": "pairwise", "seed": 1, "gold_fraction": 0.1, "accuracy": 0.6})
+    again.close()
+    extended = RunLog(tmp_path, {**config, "gold_fractions": [0.1, 0.5], "seeds": [0, 1]})  # more runs: allowed
+    assert len(extended.runs) == 2  # the line after the cut one was read: the cut was dropped from the file
+    extended.close()
+    with pytest.raises(ValueError, match="smallest_gold_fraction"):
+        RunLog(tmp_path, {**config, "gold_fractions": [0.05, 0.1]})
 
 
 def test_a_stopped_run_with_other_settings_is_refused_not_mixed(tmp_path, tiny_backbone, samples_dir, monkeypatch):

@@ -83,10 +83,11 @@ def test_budget_check_reports_the_full_gold_accuracy(tmp_path, tiny_backbone, sa
     args = dict(data=samples_dir / "dialogues.jsonl", schema=load_tasks(samples_dir / "tasks.yaml"))
     ok, acc, result = budget_check(cfg, tmp_path, min_accuracy=0.0, **args)
     assert ok and result["gold_fractions"] == [1.0] and set(result["methods"]) == {"finetune_only"}
-    assert result["config"]["seeds"] == [1]
-    assert acc == pytest.approx(result["methods"]["finetune_only"]["mean"][0] / 100)
+    assert result["config"]["seeds"] == [1] and acc == result["runs"][0]["accuracy"]
     assert result["runs"][0]["settings"]["gold_fraction"] == 1.0
-    assert (tmp_path / "table1-jsonl-simulated.json").exists()
+    # apart from the tables a shared results folder holds
+    assert (tmp_path / "budget-check" / "table1-jsonl-simulated.json").exists()
+    assert not (tmp_path / "table1-jsonl-simulated.json").exists()
     ok, _, _ = budget_check(cfg, tmp_path / "again", min_accuracy=1.01, **args)  # no accuracy reaches it
     assert not ok
 
@@ -104,7 +105,7 @@ def test_budget_check_command_exits_1_below_the_bar(tmp_path, tiny_backbone, sam
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 1, r.output
     assert "NOT enough" in r.output and "100% gold" in r.output
-    saved = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
+    saved = json.loads((tmp_path / "budget-check" / "table1-jsonl-simulated.json").read_text())
     assert saved["config"]["preset"] == "round2" and saved["config"]["encoder"] == "streaming"
     assert saved["config"]["pretrain_epochs"] == 1 and saved["config"]["max_context_tokens"] >= 128
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +164,11 @@ class FewshotTeacher:
         self.shots_used: dict[str, dict[str, int]] = {}
         self.missing: dict[str, list[str]] = {}
 
-    def with_pool(self, gold_pool: Sequence[Dialogue]) -> FewshotTeacher:
-        """The same teacher (configuration, encoder, embedding cache) drawing its shots from another pool."""
-        other = FewshotTeacher(gold_pool, self.cfg, backbone=self.backbone, encoder=self.encoder)
+    def with_pool(self, gold_pool: Sequence[Dialogue], seed: int | None = None) -> FewshotTeacher:
+        """The same teacher (configuration, encoder, embedding cache) drawing its shots from another pool,
+        with another ``seed`` for its shots and votes when given."""
+        cfg = self.cfg if seed is None else replace(self.cfg, seed=seed)
+        other = FewshotTeacher(gold_pool, cfg, backbone=self.backbone, encoder=self.encoder)
         other.cache, other.stats = self.cache, self.stats
         return other
 
