@@ -27,12 +27,7 @@ from turnwise.dialogue import read_jsonl
 from turnwise.names import CHECKPOINT_META
 from turnwise.tasks import load_tasks
 
-
-@pytest.fixture(scope="module", autouse=True)
-def encoder_cache_in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TURNWISE_CACHE_DIR", str(tmp_path_factory.mktemp("encoders")))
-        yield
+pytestmark = pytest.mark.usefixtures("encoder_cache_in_tmp")
 
 
 def tiny(tiny_backbone, **kw) -> Table1Config:

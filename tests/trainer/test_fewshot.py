@@ -39,11 +39,7 @@ def toy(n: int, offset: int = 0, prefix: str = "d") -> list[Dialogue]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def encoder_cache_in_tmp(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TURNWISE_CACHE_DIR", str(tmp_path_factory.mktemp("encoders")))
-        yield
+pytestmark = pytest.mark.usefixtures("encoder_cache_in_tmp")
 
 
 def teacher(pool, **kw) -> FewshotTeacher:

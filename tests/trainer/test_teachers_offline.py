@@ -156,12 +156,7 @@ def test_run_label_simulated_summary_and_plan(tmp_path, samples_dir):
 # zeroshot (the real bundled MiniLM: local, loads in about a second)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def encoder_cache_in_tmp(tmp_path_factory):
-    # the exported ONNX encoder goes to a temporary folder, not the user's ~/.cache
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TURNWISE_CACHE_DIR", str(tmp_path_factory.mktemp("encoders")))
-        yield
+pytestmark = pytest.mark.usefixtures("encoder_cache_in_tmp")
 
 
 @pytest.fixture(scope="module")
