@@ -13,7 +13,9 @@ reuses every finished pretraining. Seeds, gold fractions and methods may change 
 be extended), except the smallest gold fraction, which picks the few-shot teacher's shots and the
 ablations' gold; any other setting must not change either: a log written with other settings is refused
 with the folder's name, never mixed in or overwritten. A finished run deletes its checkpoints and keeps
-its log, so the same command again only rewrites the table, and more seeds extend it. One process at a
+its log, so the same command again only rewrites the table, and more seeds extend it. The log is
+committed with the results (``.gitignore`` keeps ``runs.jsonl`` and drops the checkpoints), so a fresh
+clone resumes too, pretraining again what a remaining run needs. One process at a
 time works in a folder (a lock); a line cut short by a killed process is dropped on reading.
 """
 

@@ -128,3 +128,20 @@ def test_a_stopped_run_with_other_settings_is_refused_not_mixed(tmp_path, tiny_b
     # more seeds extend a stopped run: its finished run is kept, the new seed's runs are added
     result = run_table1(replace(cfg, seeds=[0, 1]), tmp_path, **args)
     assert result["resumed_runs"] == 1 and len(result["runs"]) == 4 and result["complete"] is True
+
+
+def test_the_run_log_is_committed_and_the_checkpoints_are_not():
+    """A fresh clone resumes a table from its committed ``runs.jsonl``; its checkpoints stay out of git."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    work = "benchmarks/results/work-meld-fewshot"
+    paths = [f"{work}/runs.jsonl", f"{work}/pre-pairwise-s0/model.safetensors", f"{work}/lock",
+             f"benchmarks/results/round2/budget-check/{work.split('/')[-1]}/runs.jsonl"]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=repo, capture_output=True, text=True)
+    ignored = set(r.stdout.split())
+    assert ignored == {paths[1], paths[2]}, r.stdout + r.stderr
