@@ -60,6 +60,8 @@ def experiment_table1(
     pretrain_segments: Annotated[int | None, typer.Option(min=1, help="segments per dialogue in a pretraining "
                                                           "batch")] = None,
     max_finetune_steps: Annotated[int | None, typer.Option(min=1, help="cap on finetuning steps per run")] = None,
+    min_finetune_steps: Annotated[int | None, typer.Option(min=0, help="finetuning steps each run takes at least "
+                                                           "(more epochs over a small gold set)")] = None,
     pretrain_head_lr: Annotated[float | None, typer.Option(callback=above_zero, help="heads' learning rate while "
                                                           "pretraining (default: the encoder's)")] = None,
     backbone: Annotated[str | None, typer.Option(callback=check_backbone, help="minilm | todbert | a Hugging Face "
@@ -100,7 +102,8 @@ def experiment_table1(
                         pretrain_epochs=pretrain_epochs, samples=samples,
                         val_dialogues=val_dialogues, test_dialogues=test_dialogues,
                         pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
-                        max_finetune_steps=max_finetune_steps, pretrain_head_lr=pretrain_head_lr, backbone=backbone,
+                        max_finetune_steps=max_finetune_steps, min_finetune_steps=min_finetune_steps,
+                        pretrain_head_lr=pretrain_head_lr, backbone=backbone,
                         max_tokens=max_tokens, encoder=encoder.value if encoder else None,
                         device=device, **extra)
     schema = resolve_schema(tasks, dataset.value) if tasks else None

@@ -51,6 +51,9 @@ class TrainConfig:
     max_steps: int | None = None  # cap on finetuning steps (quick runs)
     eval_every: int = 0  # finetuning steps between validations; 0 = once per epoch
     patience: int = 3  # validations without improvement before stopping
+    # Finetuning runs at least this many steps -- more epochs over a small gold set -- and early stopping
+    # waits for them: a few dozen steps barely move a pretrained encoder off the majority class.
+    min_steps: int = 0
     select_metric: str = "accuracy"  # mean over tasks of this validation metric picks the checkpoint
     precision: str = "auto"  # auto | fp32 | bf16 (autocast); auto measures both and keeps the faster
     device: str = "auto"  # auto = CUDA when available, else CPU; or a torch device name ("cpu", "cuda:1")
@@ -75,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"select_metric must be one of {SELECT_METRICS}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError("precision must be auto, fp32 or bf16")
+        if self.min_steps < 0:
+            raise ValueError("min_steps must be >= 0")
         if self.pointwise_weight < 0:
             raise ValueError("pointwise_weight must be >= 0")
         if self.rank_weight < 0 or self.rank_batch < 1:

@@ -57,8 +57,9 @@ class FlatFeed:
     def pretrain_steps(self) -> int:
         return self.cfg.pretrain_steps if self.has_pretrain else 0
 
-    def finetune_steps(self) -> int:
-        return self.steps_per_epoch * self.cfg.finetune_epochs
+    def finetune_steps(self, epochs: int | None = None) -> int:
+        """Finetuning steps of ``epochs`` epochs over the gold turns (default: the config's)."""
+        return self.steps_per_epoch * (self.cfg.finetune_epochs if epochs is None else epochs)
 
     def pretrain_batch(self, step: int, rng: np.random.Generator) -> np.ndarray:
         cfg, pre = self.cfg, self.pre_shard or [d for d in self.groups]  # an empty shard re-uses all dialogues
@@ -106,7 +107,7 @@ class SpanFeed:
         self.ft_shards = [ft[span_dlg[ft] % world == r] for r in range(world)]
         self.pre_shards = [pre[span_dlg[pre] % world == r] for r in range(world)]
         self.gold_rows = gold_rows
-        self._ft_epochs = [self._epoch(self.ft_shards, [cfg.seed, 104729, e]) for e in range(cfg.finetune_epochs)]
+        self._ft_epochs: list[list[list[np.ndarray]]] = []
         self._pre_epochs: list[list[list[np.ndarray]]] = []
 
     @property
@@ -123,6 +124,11 @@ class SpanFeed:
     def _steps(epoch: list[list[np.ndarray]]) -> int:
         return max((len(b) for b in epoch), default=0)
 
+    def _ft_epoch(self, e: int) -> list[list[np.ndarray]]:
+        while len(self._ft_epochs) <= e:
+            self._ft_epochs.append(self._epoch(self.ft_shards, [self.cfg.seed, 104729, len(self._ft_epochs)]))
+        return self._ft_epochs[e]
+
     def _pre_epoch(self, e: int) -> list[list[np.ndarray]]:
         while len(self._pre_epochs) <= e:
             self._pre_epochs.append(self._epoch(self.pre_shards, [self.cfg.seed, 7, len(self._pre_epochs)]))
@@ -135,8 +141,10 @@ class SpanFeed:
             return sum(self._steps(self._pre_epoch(e)) for e in range(self.cfg.pretrain_epochs))
         return self.cfg.pretrain_steps
 
-    def finetune_steps(self) -> int:
-        return sum(self._steps(ep) for ep in self._ft_epochs)
+    def finetune_steps(self, epochs: int | None = None) -> int:
+        """Finetuning steps of ``epochs`` epochs over the gold spans (default: the config's)."""
+        n = self.cfg.finetune_epochs if epochs is None else epochs
+        return sum(self._steps(self._ft_epoch(e)) for e in range(n))
 
     def _at(self, epochs: Any, step: int) -> np.ndarray:
         e = 0
@@ -153,10 +161,10 @@ class SpanFeed:
         return self._at(self._pre_epoch, step)
 
     def finetune_batch(self, ft_step: int) -> np.ndarray:
-        return self._at(lambda e: self._ft_epochs[e], ft_step)
+        return self._at(self._ft_epoch, ft_step)
 
     def probe_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
-        first = next((b for ep in self._ft_epochs for r in ep for b in r), None)
+        first = next((b for r in self._ft_epoch(0) for b in r), None)
         if first is None:
             first = self.pretrain_batch(0, np.random.default_rng(0))
         return collate_spans(self.data, first, self.pad_id, device)[0]

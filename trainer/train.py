@@ -137,12 +137,16 @@ class _Run:
         build = build_spans if self.window.streaming else build_segments
         self.val = build(val_dialogues, schema, self.tokenizer, self.window) if val_dialogues else None
         self.pretrain_steps = self.feed.pretrain_steps()
-        finetune = self.feed.finetune_steps() if self.feed.n_finetune_items else 0
+        epochs = cfg.finetune_epochs
+        finetune = self.feed.finetune_steps(epochs) if self.feed.n_finetune_items else 0
+        while 0 < finetune < cfg.min_steps:  # a small gold set: more epochs, up to the floor
+            epochs += 1
+            finetune = self.feed.finetune_steps(epochs)
         self.finetune_steps = finetune if cfg.max_steps is None else min(finetune, cfg.max_steps)
         self.total = self.pretrain_steps + self.finetune_steps
         if self.total == 0:
             raise ValueError("nothing to train: no teacher scores for pretraining and no gold labels for finetuning")
-        per_epoch = max(1, finetune // max(1, cfg.finetune_epochs))  # an epoch's steps, before max_steps cuts
+        per_epoch = max(1, finetune // max(1, epochs))  # an epoch's steps, before max_steps cuts
         self.eval_every = cfg.eval_every or per_epoch
         self.meta = {"backbone": cfg.backbone, "encoder": cfg.encoder, "train_config": asdict(cfg),
                      "gold_dialogues": len(gold), "train_dialogues": len(train_dialogues),
@@ -285,7 +289,7 @@ class _Run:
                 if p.observe(score, step):
                     self.save_best(metrics)
                 else:
-                    return p.bad >= self.cfg.patience
+                    return p.bad >= self.cfg.patience and step - self.pretrain_steps >= self.cfg.min_steps
             else:
                 p.best_step = step
                 self.save_best(None)

@@ -98,6 +98,25 @@ def concordance(model, seg, pad_id):
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
+def test_min_steps_runs_more_epochs_over_a_small_gold_set_and_early_stopping_waits(tmp_path, tiny_backbone,
+                                                                                   sample_schema, dialogues, encoder):
+    # learning rates of 0: validation never improves, so early stopping stops at the first chance it gets
+    frozen = dict(objective="none", encoder=encoder, finetune_lr=0.0, head_lr=0.0, eval_every=1, patience=1)
+    train_d, val_d = dialogues[:20], dialogues[20:26]
+    plain = train(quick_cfg(tiny_backbone, **frozen), train_d, sample_schema, tmp_path / "a", val_dialogues=val_d)
+    assert plain.steps == 2  # one validation to set the best, one without improvement
+    floor = train(quick_cfg(tiny_backbone, **frozen, min_steps=9), train_d, sample_schema, tmp_path / "b",
+                  val_dialogues=val_d)
+    assert floor.steps == 9 and floor.best_step == 1
+    # without validation the schedule itself runs to the floor: more epochs than finetune_epochs (1) has
+    one_epoch = train(quick_cfg(tiny_backbone, objective="none", encoder=encoder), train_d, sample_schema,
+                      tmp_path / "c")
+    longer = train(quick_cfg(tiny_backbone, objective="none", encoder=encoder, min_steps=one_epoch.steps * 3 + 1),
+                   train_d, sample_schema, tmp_path / "d")
+    assert longer.steps >= one_epoch.steps * 3 + 1 and longer.steps <= one_epoch.steps * 5
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("objective", ["pairwise", "pointwise"])
 def test_pretraining_learns_the_teachers_ordering(tmp_path, tiny_backbone, sample_schema, dialogues, objective,
                                                   encoder):
