@@ -210,7 +210,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         records, tinfo = teacher.for_seed(seed)
         t0 = time.perf_counter()
         pcfg = _train_cfg(cfg, seed=seed, pretrain_steps=cfg.pretrain_steps, pretrain_epochs=cfg.pretrain_epochs,
-                          finetune_epochs=0, **variants[name])
+                          finetune_epochs=0, min_steps=0, **variants[name])
         shutil.rmtree(path, ignore_errors=True)
         res = train(pcfg, train_t, task_schema, path, teacher=records, teacher_info=tinfo, progress=_every(50))
         wall = round(time.perf_counter() - t0, 1)

@@ -28,6 +28,8 @@ from typing import Any
 
 # settings that may change between starts: what to run (runs are keyed by them) and where
 EXTENSIBLE = ("seeds", "gold_fractions", "methods", "device")
+# settings added after logs were written, with the value an older log ran with
+ADDED_LATER = {"min_finetune_steps": 0}
 DONE_FILE = "done.json"
 
 
@@ -72,6 +74,7 @@ class RunLog:
                 self.path.write_text("".join(line + "\n" for line in raw[:-1]), encoding="utf-8")
         if not lines or lines[0].get("kind") != "header":
             raise ValueError(f"{self.path}: not a table1 run log (no header line); move the folder away to start over")
+        lines[0]["settings"] = {**{k: v for k, v in ADDED_LATER.items() if k in self.settings}, **lines[0]["settings"]}
         if lines[0]["settings"] != json.loads(json.dumps(self.settings)):
             changed = sorted(k for k in {*lines[0]["settings"], *self.settings}
                              if lines[0]["settings"].get(k) != json.loads(json.dumps(self.settings.get(k))))

@@ -164,7 +164,7 @@ class SpanFeed:
         return self._at(self._ft_epoch, ft_step)
 
     def probe_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
-        first = next((b for r in self._ft_epoch(0) for b in r), None)
+        first = next((b for r in self._ft_epoch(0) for b in r), None) if self.cfg.finetune_epochs else None
         if first is None:
             first = self.pretrain_batch(0, np.random.default_rng(0))
         return collate_spans(self.data, first, self.pad_id, device)[0]

@@ -289,6 +289,7 @@ class _Run:
                 if p.observe(score, step):
                     self.save_best(metrics)
                 else:
+                    # the floor, as a cap (max_steps) below it wins: such a run goes to the cap
                     return p.bad >= self.cfg.patience and step - self.pretrain_steps >= self.cfg.min_steps
             else:
                 p.best_step = step

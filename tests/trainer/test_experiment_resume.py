@@ -145,3 +145,17 @@ def test_the_run_log_is_committed_and_the_checkpoints_are_not():
     r = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=repo, capture_output=True, text=True)
     ignored = set(r.stdout.split())
     assert ignored == {paths[1], paths[2]}, r.stdout + r.stderr
+
+
+def test_a_log_written_before_a_setting_existed_resumes_with_the_value_it_ran_with(tmp_path):
+    from trainer.experiment_log import RunLog
+
+    config = {"gold_fractions": [0.1], "seeds": [0], "dataset": "x"}
+    old = RunLog(tmp_path, config)  # no min_finetune_steps: the setting did not exist yet
+    old.add({"method": "pairwise", "seed": 0, "gold_fraction": 0.1, "accuracy": 0.5})
+    old.close()
+    same = RunLog(tmp_path, {**config, "min_finetune_steps": 0})  # the value the old log ran with
+    assert list(same.runs) == [("pairwise", 0, 0.1)]
+    same.close()
+    with pytest.raises(ValueError, match=r"other settings \(min_finetune_steps\)"):
+        RunLog(tmp_path, {**config, "min_finetune_steps": 150})
