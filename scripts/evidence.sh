@@ -78,7 +78,8 @@ PY
   for spec in $BINARY; do
     IFS=: read -r dataset task label <<< "$spec"
     for teacher in $BINARY_TEACHERS; do
-      echo "$dataset-$task-$label-$teacher --dataset $dataset --task $task:$label --teacher $teacher" >> "$jobs_file"
+      all=""; [ "$dataset" = meld ] && all=" --train-dialogues 0"  # MELD: every training dialogue
+      echo "$dataset-$task-$label-$teacher --dataset $dataset --task $task:$label --teacher $teacher$all" >> "$jobs_file"
     done
   done
   export -f lane; export TW OUT PRESET LOGS
