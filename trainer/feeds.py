@@ -124,15 +124,18 @@ class SpanFeed:
     def _steps(epoch: list[list[np.ndarray]]) -> int:
         return max((len(b) for b in epoch), default=0)
 
+    def _planned(self, plans: list[list[list[np.ndarray]]], shards: list[np.ndarray], tag: int,
+                 e: int) -> list[list[np.ndarray]]:
+        """Epoch ``e`` of a phase, planned on first use (epoch k is seeded by k: any count agrees)."""
+        while len(plans) <= e:
+            plans.append(self._epoch(shards, [self.cfg.seed, tag, len(plans)]))
+        return plans[e]
+
     def _ft_epoch(self, e: int) -> list[list[np.ndarray]]:
-        while len(self._ft_epochs) <= e:
-            self._ft_epochs.append(self._epoch(self.ft_shards, [self.cfg.seed, 104729, len(self._ft_epochs)]))
-        return self._ft_epochs[e]
+        return self._planned(self._ft_epochs, self.ft_shards, 104729, e)
 
     def _pre_epoch(self, e: int) -> list[list[np.ndarray]]:
-        while len(self._pre_epochs) <= e:
-            self._pre_epochs.append(self._epoch(self.pre_shards, [self.cfg.seed, 7, len(self._pre_epochs)]))
-        return self._pre_epochs[e]
+        return self._planned(self._pre_epochs, self.pre_shards, 7, e)
 
     def pretrain_steps(self) -> int:
         if not self.has_pretrain:
