@@ -62,6 +62,10 @@ def experiment_table1(
     max_finetune_steps: Annotated[int | None, typer.Option(min=1, help="cap on finetuning steps per run")] = None,
     min_finetune_steps: Annotated[int | None, typer.Option(min=0, help="finetuning steps each run takes at least "
                                                            "(more epochs over a small gold set)")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(min=1, help="finetuning epochs: the learning-rate schedule's "
+                                                        "length (early stopping may end a run sooner)")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(callback=above_zero, help="encoder's learning rate while "
+                                                      "finetuning")] = None,
     pretrain_head_lr: Annotated[float | None, typer.Option(callback=above_zero, help="heads' learning rate while "
                                                           "pretraining (default: the encoder's)")] = None,
     backbone: Annotated[str | None, typer.Option(callback=check_backbone, help="minilm | todbert | a Hugging Face "
@@ -103,6 +107,7 @@ def experiment_table1(
                         val_dialogues=val_dialogues, test_dialogues=test_dialogues,
                         pretrain_steps=pretrain_steps, pretrain_segments=pretrain_segments,
                         max_finetune_steps=max_finetune_steps, min_finetune_steps=min_finetune_steps,
+                        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
                         pretrain_head_lr=pretrain_head_lr, backbone=backbone,
                         max_tokens=max_tokens, encoder=encoder.value if encoder else None,
                         device=device, **extra)

@@ -81,7 +81,7 @@ def test_table1_command_line(tmp_path, tiny_backbone, samples_dir):
             "--no-ablations", "--train-dialogues", "8", "--val-dialogues", "2", "--test-dialogues", "3",
             "--pretrain-steps", "2", "--max-finetune-steps", "2", "--backbone", str(tiny_backbone),
             "--max-tokens", "24", "--pretrain-head-lr", "1e-3", "--noise", '{"accuracy": 0.6}', "--device", "cpu",
-            "--encoder", "streaming"]
+            "--encoder", "streaming", "--finetune-lr", "2e-4", "--finetune-epochs", "7"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
@@ -89,6 +89,8 @@ def test_table1_command_line(tmp_path, tiny_backbone, samples_dir):
     assert (cfg["train_dialogues"], cfg["val_dialogues"], cfg["test_dialogues"]) == (8, 2, 3)
     assert cfg["seeds"] == [3] and cfg["pretrain_head_lr"] == 1e-3 and cfg["noise"] == {"accuracy": 0.6}
     assert cfg["pretrain_segments"] == Table1Config().pretrain_segments  # not given: the cpu preset's
+    assert (cfg["finetune_lr"], cfg["finetune_epochs"]) == (2e-4, 7)
+    assert {(r["settings"]["finetune_lr"], r["settings"]["finetune_epochs"]) for r in saved["runs"]} == {(2e-4, 7)}
     assert saved["sizes"] == {"train": 8, "validation": 2, "test": 3}
     assert cfg["encoder"] == "streaming" and {r["settings"]["encoder"] for r in saved["runs"]} == {"streaming"}
     assert "| pointwise |" in r.output
