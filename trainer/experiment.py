@@ -83,17 +83,18 @@ class Table1Config:
 
 
 # ``cpu``: a 2-core CPU's scale (docs/evidence.md). ``round2``: a budget where the methods can differ (docs/
-# evidence.md, "How to run round 2"): 256-token streaming spans, 4,000 training dialogues (MELD: all), one
-# pretraining epoch, finetuning to early stopping but at least 150 steps (the 5 % DailyDialog runs took
-# 105-255 before stopping; without a floor, a 1 % gold set stopped after ~25, near the majority class),
-# the whole test split. ``full``: whole splits, for a GPU.
+# evidence.md, "How to run round 2"): 256-token streaming spans, every training dialogue (0 = all; on
+# 4,000 DailyDialog dialogues finetune-only at 100 % gold stayed at 81.7-81.8 % test accuracy with three
+# learning-rate schedules, below the 83 % the round asks for), one pretraining epoch, finetuning at 1e-4
+# over a 4-epoch schedule with early stopping but at least 150 steps (without a floor, a 1 % gold set
+# stopped after ~25, near the majority class), the whole test split. ``full``: whole splits, for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
     "round2": {"gold_fractions": [0.05, 0.01, 0.10, 0.25],  # 5 % first: the goal is judged there
-               "encoder": "streaming", "max_context_tokens": 256, "token_budget": 2048, "train_dialogues": 4000,
-               "val_dialogues": 200, "test_dialogues": None, "pretrain_epochs": 1, "finetune_epochs": 30,
-               "max_finetune_steps": None, "patience": 3, "min_finetune_steps": 150, "samples": 20,
-               "methods": list(ROUND2_METHODS), "ablations": False},
+               "encoder": "streaming", "max_context_tokens": 256, "token_budget": 2048, "train_dialogues": 0,
+               "val_dialogues": 200, "test_dialogues": None, "pretrain_epochs": 1, "finetune_epochs": 4,
+               "finetune_lr": 1e-4, "max_finetune_steps": None, "patience": 3, "min_finetune_steps": 150,
+               "samples": 20, "methods": list(ROUND2_METHODS), "ablations": False},
     "full": {"encoder": "streaming", "train_dialogues": None, "val_dialogues": None, "test_dialogues": None,
              "max_tokens": 128, "max_turns": 6, "pretrain_steps": 3000, "pretrain_segments": 12, "finetune_epochs": 10,
              "max_finetune_steps": 3000, "samples": 30},
