@@ -64,3 +64,22 @@ def test_a_kept_budget_check_above_the_bar_is_not_run_again(tmp_path, unit):
     # the check is read back (TW=false would have failed it) and the round goes on to the teacher calibration,
     # whose `turnwise label` is TW too and fails here: past the gate is all this test needs
     assert "reached 85.0 % test accuracy" in r.stdout and "STOP" not in r.stderr
+
+
+def test_the_committed_budget_check_ran_with_the_round2_preset():
+    """`make evidence` reads the kept check back by its accuracy alone: the check must have run with the
+    preset's current settings, or a preset change would leave a check of another budget standing."""
+    from dataclasses import asdict, replace
+
+    from trainer.experiment import preset_config
+    from trainer.experiment_log import EXTENSIBLE
+
+    log = REPO / "benchmarks" / "results" / "round2" / "budget-check" / "work-dailydialog-simulated" / "runs.jsonl"
+    header = json.loads(log.read_text().splitlines()[0])
+    assert header["kind"] == "header"
+    cfg = preset_config("round2", dataset="dailydialog", task="act", teacher="simulated")
+    check = replace(cfg, gold_fractions=[1.0], methods=["finetune_only"], seeds=[0], ablations=False)
+    expected = {k: v for k, v in asdict(check).items() if k not in EXTENSIBLE} | {"smallest_gold_fraction": 1.0}
+    assert header["settings"] == json.loads(json.dumps(expected))
+    kept = json.loads((log.parent.parent / "table1-dailydialog-simulated.json").read_text())
+    assert kept["complete"] is True and kept["methods"]["finetune_only"]["mean"][0] >= 83.0

@@ -105,11 +105,12 @@ def test_budget_check_command_exits_1_below_the_bar(tmp_path, tiny_backbone, sam
     assert saved["config"]["pretrain_epochs"] == 1 and saved["config"]["max_context_tokens"] >= 128
 
 
-def test_round2_preset_has_the_issue_budget_and_cpu_stays_cheap():
+def test_round2_preset_has_the_round_budget_and_cpu_stays_cheap():
     r2 = preset_config("round2")
     assert r2.encoder == "streaming" and r2.max_context_tokens >= 128
     assert r2.train_dialogues == 0  # every training dialogue: 4,000 DailyDialog dialogues stayed below the bar
     assert r2.pretrain_epochs == 1 and r2.max_finetune_steps is None and r2.min_finetune_steps >= 150
+    assert (r2.finetune_lr, r2.finetune_epochs) == (1e-4, 4)  # the budget the committed check passed with
     assert r2.test_dialogues is None and r2.preset == "round2"
     assert "pairwise+pointwise" in r2.methods and "pairwise+pointwise@0.5" in r2.methods
     cpu = preset_config("cpu")
