@@ -33,6 +33,13 @@ ADDED_LATER = {"min_finetune_steps": 0}
 DONE_FILE = "done.json"
 
 
+def settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a log's header keeps for a run's ``config``: all but the extensible ones, and the
+    smallest gold fraction."""
+    return {k: v for k, v in config.items() if k not in EXTENSIBLE} | {
+        "smallest_gold_fraction": min(config["gold_fractions"])}
+
+
 def run_key(method: str, seed: int, gold_fraction: float) -> tuple[str, int, float]:
     return method, int(seed), round(float(gold_fraction), 6)
 
@@ -41,8 +48,7 @@ class RunLog:
     def __init__(self, work: Path, config: dict[str, Any]):
         self.work = work
         self.path = work / "runs.jsonl"
-        self.settings = {k: v for k, v in config.items() if k not in EXTENSIBLE}
-        self.settings["smallest_gold_fraction"] = min(config["gold_fractions"])
+        self.settings = settings_of(config)
         self.runs: dict[tuple[str, int, float], dict[str, Any]] = {}
         self.teacher_checks: list[dict[str, Any]] = []
         work.mkdir(parents=True, exist_ok=True)

@@ -72,14 +72,13 @@ def test_the_committed_budget_check_ran_with_the_round2_preset():
     from dataclasses import asdict, replace
 
     from trainer.experiment import preset_config
-    from trainer.experiment_log import EXTENSIBLE
+    from trainer.experiment_log import settings_of
 
     log = REPO / "benchmarks" / "results" / "round2" / "budget-check" / "work-dailydialog-simulated" / "runs.jsonl"
     header = json.loads(log.read_text().splitlines()[0])
     assert header["kind"] == "header"
     cfg = preset_config("round2", dataset="dailydialog", task="act", teacher="simulated")
     check = replace(cfg, gold_fractions=[1.0], methods=["finetune_only"], seeds=[0], ablations=False)
-    expected = {k: v for k, v in asdict(check).items() if k not in EXTENSIBLE} | {"smallest_gold_fraction": 1.0}
-    assert header["settings"] == json.loads(json.dumps(expected))
+    assert header["settings"] == json.loads(json.dumps(settings_of(asdict(check))))
     kept = json.loads((log.parent.parent / "table1-dailydialog-simulated.json").read_text())
     assert kept["complete"] is True and kept["methods"]["finetune_only"]["mean"][0] >= 83.0
