@@ -168,14 +168,21 @@ def _every(n: int):
 
 
 def _finetune_plan(cfg: Table1Config, variants: list[tuple[str, dict[str, Any]]]) -> list[tuple[float, int, str]]:
-    """Every finetuning run as (gold fraction, seed, method), in run order: the fractions in the order
-    given, then the seeds, then the methods -- so a stopped run holds, at the fraction that matters most,
-    whole seeds of every method: comparisons on the same gold dialogues. Ablations only at the smallest
-    fraction, where pretraining matters most."""
+    """Every finetuning run as (gold fraction, seed, method), in run order. First the first fraction given
+    (the one that matters most), seed by seed, every method -- so a stopped run holds there whole seeds:
+    comparisons on the same gold dialogues. Then the other fractions, seed by seed and method by method, so
+    each pretrained student serves all its remaining fractions at once: a stopped run loses at most the one
+    pretraining it was using, since the checkpoints are not kept with the log. Ablations only at the
+    smallest fraction, where pretraining matters most."""
     smallest = min(cfg.gold_fractions)
     names = [n for n in ["finetune_only", *[v for v, _ in variants]] if n != "finetune_only" or n in cfg.methods]
-    return [(frac, seed, name) for frac in cfg.gold_fractions for seed in cfg.seeds for name in names
-            if plots.is_main(name) or frac == smallest]
+    first, rest = cfg.gold_fractions[0], cfg.gold_fractions[1:]
+
+    def kept(frac: float, name: str) -> bool:
+        return plots.is_main(name) or frac == smallest
+
+    return ([(first, seed, name) for seed in cfg.seeds for name in names if kept(first, name)]
+            + [(frac, seed, name) for seed in cfg.seeds for name in names for frac in rest if kept(frac, name)])
 
 
 def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, schema: TaskSchema | None = None,

@@ -109,13 +109,20 @@ def _teacher_line(info: dict[str, Any]) -> str:
             f"{h2['slope_inter']:.3f} inter-session; ECE {info.get('ece', float('nan')):.3f}.")
 
 
+def teacher_title(result: dict[str, Any], accuracy_digits: int = 3) -> str:
+    """What a title says of the teacher: its name and accuracy on the training dialogues; a table of
+    finetune-only runs (the budget check) never runs its teacher."""
+    if set(result["methods"]) <= {"finetune_only"}:
+        return "teacher: none (finetune-only)"
+    acc = result["teacher_info"].get("accuracy_on_train")
+    measured = f"accuracy on train {acc:.{accuracy_digits}f}" if isinstance(acc, float) else "not run yet"
+    return f"teacher: {result['teacher_label']} ({measured})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Accuracy and macro-F1 tables (mean ± std over seeds), as Markdown."""
     info = result["teacher_info"]
-    teacher_acc = info.get("accuracy_on_train")
-    measured = f"accuracy on train {teacher_acc:.3f}" if teacher_acc is not None else "not run yet"
-    lines = [f"### {result['dataset']} {result['task']} — teacher: {result['teacher_label']} "
-             f"({measured})", "", "Accuracy (%)", "",
+    lines = [f"### {result['dataset']} {result['task']} — {teacher_title(result)}", "", "Accuracy (%)", "",
              *_table(result, "mean", "std"), "", "Macro-F1 (%)", "",
              *_table(result, "macro_f1_mean", "macro_f1_std"), "",
              f"On {result['sizes']['test']} test dialogues, mean ± std over seeds {result['config']['seeds']}; "
@@ -184,11 +191,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("gold dialogues (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    acc = result["teacher_info"].get("accuracy_on_train")
-    tacc = f" (teacher accuracy {acc:.2f})" if isinstance(acc, float) else ""
     partial = (f" — PARTIAL: {len(result.get('runs', []))} of {result.get('planned_runs')} runs"
                if result.get("complete") is False else "")
-    fig.suptitle(f"{result['dataset']} — task {result['task']} — teacher: {result['teacher_label']}{tacc}{partial}\n"
+    fig.suptitle(f"{result['dataset']} — task {result['task']} — {teacher_title(result, 2)}{partial}\n"
                  f"{variant(result)}", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, title_fontsize=8,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from trainer.teachers.progress import labelling
 from trainer.train import pick_gold_dialogues
 from turnwise.dialogue import Dialogue
 from turnwise.tasks import Task, TaskSchema, TaskType
@@ -39,7 +40,8 @@ def teacher_scores(kind: str, dialogues: Sequence[Dialogue], schema: TaskSchema,
         t = fewshot
     else:
         raise ValueError(f"teacher must be simulated, zeroshot or fewshot for experiments, got {kind!r}")
-    records = t.label(dialogues, schema, samples)
+    with labelling(f"teacher {kind}: {len(dialogues)} dialogues", console) as bar:
+        records = t.label(dialogues, schema, samples, bar)
     return {(r.dialogue_id, r.task): r for r in records}, {"kind": kind, **t.summary()}
 
 

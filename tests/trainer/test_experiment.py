@@ -69,6 +69,26 @@ def test_presets_and_overrides():
         preset_config("huge")
 
 
+def test_the_plan_runs_the_first_fraction_first_then_each_pretraining_through_its_other_fractions():
+    from trainer.experiment import _finetune_plan, pretraining_variants
+
+    cfg = Table1Config(gold_fractions=[0.05, 0.01, 0.10], seeds=[0, 1], methods=["finetune_only", "pairwise"],
+                       ablations=True)
+    plan = _finetune_plan(cfg, pretraining_variants(cfg))
+    first = [(0.05, s, m) for s in (0, 1) for m in ("finetune_only", "pairwise")]
+    assert plan[:4] == first  # whole seeds at the fraction that matters, before any other fraction
+    rest = plan[4:]
+    assert rest[:5] == [(0.01, 0, "finetune_only"), (0.10, 0, "finetune_only"), (0.01, 0, "pairwise"),
+                        (0.10, 0, "pairwise"), (0.01, 0, "pairwise_alpha0")]
+    # each pretrained student (method, seed) is used by one unbroken stretch of the rest of the plan
+    users = [(m, s) for _, s, m in rest if m != "finetune_only"]
+    stretches = [u for i, u in enumerate(users) if i == 0 or users[i - 1] != u]
+    assert len(stretches) == len(set(stretches)) == 2 * 4  # pairwise and three ablations, two seeds
+    assert {(f, m) for f, _, m in plan if m.startswith("pairwise_")} == {
+        (0.01, m) for m in ("pairwise_alpha0", "pairwise_alpha1", "pairwise_inter")}  # ablations: smallest only
+    assert len(plan) == len(set(plan)) == 2 * (3 * 2 + 3)
+
+
 def test_table1_command_line(tmp_path, tiny_backbone, samples_dir):
     """`turnwise experiment table1` wires its options over the preset (here: the miniature, via JSONL)."""
     from typer.testing import CliRunner

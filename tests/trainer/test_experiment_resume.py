@@ -46,7 +46,7 @@ def test_a_stopped_run_leaves_a_partial_table_and_resumes(tmp_path, tiny_backbon
     monkeypatch.setattr(experiment, "evaluate_path", stopping_eval)
     with pytest.raises(Stop):
         run_table1(cfg, tmp_path, **args)
-    # the plan runs the first given fraction (50 %) for every method first, then 25 %
+    # the plan runs the first given fraction (50 %) for every method first, then the others
     assert trained == ["finetune 0.5", "pretrain", "finetune 0.5", "finetune 0.25"]
     partial = json.loads((tmp_path / "table1-jsonl-simulated.json").read_text())
     assert partial["complete"] is False and partial["planned_runs"] == 4 and len(partial["runs"]) == 2

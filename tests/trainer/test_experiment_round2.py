@@ -66,6 +66,8 @@ def test_round2_pipeline_writes_the_acceptance_files(tmp_path, tiny_backbone, sa
     assert info["checks"][0]["seed"] == 0 and info["gold_pool_dialogues"] == 5  # 50 % of the 10 training dialogues
     md = (tmp_path / "table1-jsonl-act-question-fewshot.md").read_text()
     assert "| pairwise+pointwise@0.5 |" in md and "w = 0.1" in md and "Majority class" in md
+    assert md.splitlines()[0] == (f"### jsonl act:question — teacher: fewshot "
+                                  f"(accuracy on train {info['accuracy_on_train']:.3f})")
     png = tmp_path / "table1-jsonl-act-question-fewshot.png"
     assert png.stat().st_size > 1000
     png.unlink()
@@ -83,6 +85,8 @@ def test_budget_check_reports_the_full_gold_accuracy(tmp_path, tiny_backbone, sa
     # apart from the tables a shared results folder holds
     assert (tmp_path / "budget-check" / "table1-jsonl-simulated.json").exists()
     assert not (tmp_path / "table1-jsonl-simulated.json").exists()
+    title = (tmp_path / "budget-check" / "table1-jsonl-simulated.md").read_text().splitlines()[0]
+    assert title == "### jsonl act — teacher: none (finetune-only)"  # the check never runs its teacher
     ok, _, _ = budget_check(cfg, tmp_path / "again", min_accuracy=1.01, **args)  # no accuracy reaches it
     assert not ok
 
@@ -141,6 +145,18 @@ def test_one_vs_rest_views(samples_dir):
         b = bin_recs[(did, "act:question")]
         assert b.labels == ["not_question", "question"] and b.task_type.value == "binary"
         np.testing.assert_allclose(b.array()[:, 1], r.array()[:, r.labels.index("question")], atol=1e-6)
+
+
+def test_teacher_labelling_logs_its_progress_without_a_terminal(samples_dir, capsys):
+    from trainer.experiment_teacher import teacher_scores
+
+    ds = read_jsonl(samples_dir / "dialogues.jsonl")
+    schema = load_tasks(samples_dir / "tasks.yaml").select(["act"])
+    records, _ = teacher_scores("simulated", ds, schema, 4, 0, {"accuracy": 0.7})
+    turns = sum(len(d.turns) for d in ds)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(f"teacher simulated: {len(ds)} dialogues")]
+    assert lines and lines[-1].endswith(f": {turns}/{turns}")  # a log file sees labelling reach its end
+    assert len(records) == len(ds)
 
 
 def test_majority_and_names():

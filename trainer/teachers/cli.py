@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from trainer.data import load_source, resolve_schema
+from trainer.teachers.progress import labelling
 from trainer.teachers.scores import ScoreRecord, read_scores, write_scores
 from turnwise.dialogue import Dialogue
 from turnwise.errors import DataError
@@ -60,49 +60,6 @@ def select_shard(dialogues: Sequence[Dialogue], shard: str | None) -> list[Dialo
         return list(dialogues)
     i, n = parsed
     return [d for d in dialogues if shard_of(d.dialogue_id, n) == i]
-
-
-# --------------------------------------------------------------------------------------------------
-# Progress
-
-
-class _Bar:
-    """Adapts a rich Progress task to the teachers' ``progress(advance, total=...)`` callback.
-
-    Without a terminal (CI, a log file) rich draws nothing until the end, so plain lines are logged
-    instead: every 10 % and at least every ``PLAIN_EVERY_S`` seconds."""
-
-    PLAIN_EVERY_S = 15.0
-
-    def __init__(self, progress: Progress, description: str):
-        self.progress = progress
-        self.description = description
-        self.task = progress.add_task(description, total=None)
-        self.done = 0
-        self.total: int | None = None
-        self._logged_at = time.monotonic()
-        self._logged_tenth = -1
-
-    def __call__(self, advance: int, *, total: int | None = None) -> None:
-        if total is not None:
-            self.total = total
-            self.progress.update(self.task, total=total)
-        if advance:
-            self.done += advance
-            self.progress.advance(self.task, advance)
-        if not self.progress.console.is_terminal:
-            tenth = self.done * 10 // self.total if self.total else -1
-            now = time.monotonic()
-            if tenth > self._logged_tenth or now - self._logged_at >= self.PLAIN_EVERY_S:
-                self._logged_tenth, self._logged_at = tenth, now
-                of = f"/{self.total}" if self.total else ""
-                self.progress.console.print(f"{self.description}: {self.done}{of}", highlight=False, markup=False)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-                    disable=not console.is_terminal)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,8 +188,8 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
                 _print_plan(result)
                 return result
             try:
-                with _progress() as prog:
-                    records = t.label(dialogues, schema, samples, _Bar(prog, f"llm {model}: samples"))
+                with labelling(f"llm {model}: samples", console) as bar:
+                    records = t.label(dialogues, schema, samples, bar)
             except KeyboardInterrupt:
                 kept = len(rc)
                 console.print(f"interrupted: the cache {cache_path} keeps {kept} answer(s) "
@@ -254,8 +211,8 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
             _print_plan(result)
             return result
         try:
-            with _progress() as prog:
-                records = t_zs.label(dialogues, schema, samples, _Bar(prog, "zeroshot: encoding texts"))
+            with labelling("zeroshot: encoding texts", console) as bar:
+                records = t_zs.label(dialogues, schema, samples, bar)
         except KeyboardInterrupt:
             where = (f"the embedding cache {cache} keeps {t_zs.stats['texts_encoded']} new embedding(s); run the same "
                      "command again to resume") if cache else "nothing was kept (pass --cache to keep embeddings)"
@@ -275,8 +232,8 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
                       "note": "fewshot runs offline: no endpoint calls, no cost"}
             _print_plan(result)
             return result
-        with _progress() as prog:
-            records = t_fs.label(dialogues, schema, samples, _Bar(prog, "fewshot: encoding texts"))
+        with labelling("fewshot: encoding texts", console) as bar:
+            records = t_fs.label(dialogues, schema, samples, bar)
         summary.update(t_fs.summary())
         t_fs.cache.close()
     else:
@@ -287,8 +244,8 @@ def run_label(data: Path, tasks: Path | None, teacher: str, samples: int, out: P
             result = {**summary, "calls": 0, "note": NOTE}
             _print_plan(result)
             return result
-        with _progress() as prog:
-            records = t_sim.label(dialogues, schema, samples, _Bar(prog, "simulated teacher: turns"))
+        with labelling("simulated teacher: turns", console) as bar:
+            records = t_sim.label(dialogues, schema, samples, bar)
         summary.update(t_sim.summary())
     write_scores(records, out)
     summary["out"] = str(out)
