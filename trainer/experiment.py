@@ -24,7 +24,7 @@ from rich.console import Console
 
 from trainer import experiment_plots as plots
 from trainer.evaluate import evaluate_path
-from trainer.experiment_log import RunLog, finished_pretraining, mark_pretrained
+from trainer.experiment_log import RunLog, finished_pretraining, mark_pretrained, shared_baseline
 from trainer.experiment_teacher import (
     SeedTeacher,
     one_vs_rest_dialogues,
@@ -141,6 +141,11 @@ def _train_cfg(cfg: Table1Config, **kw: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _run_settings(fcfg: TrainConfig) -> dict[str, Any]:
+    """The training settings a finetuning run's record keeps."""
+    return {k: v for k, v in asdict(fcfg).items() if k != "extra"}
+
+
 def pretraining_variants(cfg: Table1Config) -> list[tuple[str, dict[str, Any]]]:
     """(method name, pretraining overrides) of every pretrained method of the run, ablations last."""
     variants: list[tuple[str, dict[str, Any]]] = []
@@ -238,6 +243,15 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         return result
 
     def finetune(i: int, frac: float, seed: int, name: str) -> None:
+        if name == "finetune_only":  # it never sees the teacher: another teacher's table may have run it
+            fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=None)
+            shared = shared_baseline(work, asdict(cfg), seed, frac, _run_settings(fcfg))
+            if shared is not None:
+                log.add(shared)
+                console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {shared['accuracy']:.4f} "
+                            f"macro-F1 {shared['macro_f1']:.4f}, kept from {shared['shared_from']} (same settings)")
+                write(final=False)
+                return
         init, pre_wall = pretrained(name, seed) if name in variants else (None, 0.0)
         t0 = time.perf_counter()
         fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=str(init) if init else None)
@@ -248,7 +262,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         log.add({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
                  "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
                  "pretrain_wall_s": pre_wall, "finetune_wall_s": round(time.perf_counter() - t0, 1),
-                 "settings": {k: v for k, v in asdict(fcfg).items() if k != "extra"}})
+                 "settings": _run_settings(fcfg)})
         console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
                     f"macro-F1 {m['macro_f1']:.4f}")
         if not keep_checkpoints:

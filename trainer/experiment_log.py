@@ -17,6 +17,11 @@ its log, so the same command again only rewrites the table, and more seeds exten
 committed with the results (``.gitignore`` keeps ``runs.jsonl`` and drops the checkpoints), so a fresh
 clone resumes too, pretraining again what a remaining run needs. One process at a
 time works in a folder (a lock); a line cut short by a killed process is dropped on reading.
+
+Finetune-only never sees the teacher, so the tables of one dataset and task with different teachers
+share it: :func:`shared_baseline` finds a finished finetune-only run with the same training settings in a
+sibling log (same folder of results, same header but for the teacher's settings), which the run then
+keeps as its own, marked ``shared_from``, instead of training it again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from typing import Any
 
 # settings that may change between starts: what to run (runs are keyed by them) and where
 EXTENSIBLE = ("seeds", "gold_fractions", "methods", "device")
+# settings of the teacher alone (the smallest gold fraction picks the few-shot teacher's shots): tables that
+# differ only in them share their finetune-only runs
+TEACHER_SETTINGS = ("teacher", "samples", "noise", "fewshot", "smallest_gold_fraction")
 # settings added after logs were written, with the value an older log ran with
 ADDED_LATER = {"min_finetune_steps": 0}
 DONE_FILE = "done.json"
@@ -68,18 +76,10 @@ class RunLog:
         return (work / "runs.jsonl").exists()
 
     def _read(self) -> None:
-        lines = []
-        raw = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        for i, line in enumerate(raw):
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i < len(raw) - 1:  # only the last line can be cut short by a killed process
-                    raise ValueError(f"{self.path}: line {i + 1} is not JSON; the log is damaged") from None
-                # drop it from the file too, so the next line appended starts a line of its own
-                self.path.write_text("".join(line + "\n" for line in raw[:-1]), encoding="utf-8")
-        if not lines or lines[0].get("kind") != "header":
-            raise ValueError(f"{self.path}: not a table1 run log (no header line); move the folder away to start over")
+        lines, cut = read_lines(self.path)
+        if cut:  # drop the cut line from the file too, so the next line appended starts a line of its own
+            raw = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            self.path.write_text("".join(line + "\n" for line in raw[:-1]), encoding="utf-8")
         lines[0]["settings"] = {**{k: v for k, v in ADDED_LATER.items() if k in self.settings}, **lines[0]["settings"]}
         if lines[0]["settings"] != json.loads(json.dumps(self.settings)):
             changed = sorted(k for k in {*lines[0]["settings"], *self.settings}
@@ -114,6 +114,54 @@ class RunLog:
     def add_teacher(self, check: dict[str, Any]) -> None:
         self.teacher_checks.append(check)
         self._append({"kind": "teacher", "check": check})
+
+
+def read_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of a log, header first, and whether its last line was cut short (and dropped)."""
+    lines, cut = [], False
+    raw = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for i, line in enumerate(raw):
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(raw) - 1:  # only the last line can be cut short by a killed process
+                raise ValueError(f"{path}: line {i + 1} is not JSON; the log is damaged") from None
+            cut = True
+    if not lines or lines[0].get("kind") != "header":
+        raise ValueError(f"{path}: not a table1 run log (no header line); move the folder away to start over")
+    return lines, cut
+
+
+def shared_baseline(work: Path, config: dict[str, Any], seed: int, gold_fraction: float,
+                    settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished finetune-only run of ``seed`` and ``gold_fraction`` trained with ``settings`` in a sibling
+    of ``work`` (another table of the same results folder) whose header differs from ``config``'s only in
+    the teacher's settings; None when there is none. It is returned as this table keeps it: marked
+    ``shared_from`` (the sibling's folder), its finetuning time moved to ``shared_finetune_wall_s`` (this
+    table did not spend it)."""
+    def teacherless(header: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in header.items() if k not in TEACHER_SETTINGS}
+
+    mine = teacherless(json.loads(json.dumps(settings_of(config))))
+    wanted = json.loads(json.dumps(settings))
+    key = run_key("finetune_only", seed, gold_fraction)
+    for log in sorted(work.parent.glob("*/runs.jsonl")):
+        if log.parent == work:
+            continue
+        try:
+            lines, _ = read_lines(log)
+        except (OSError, ValueError):
+            continue  # not a run log, or one damaged: nothing to share
+        header = {**{k: v for k, v in ADDED_LATER.items() if k in mine}, **lines[0]["settings"]}
+        if teacherless(header) != mine:
+            continue
+        for rec in lines[1:]:
+            run = rec.get("run") if rec.get("kind") == "run" else None
+            if run and run_key(run["method"], run["seed"], run["gold_fraction"]) == key and run.get(
+                    "settings") == wanted and "shared_from" not in run:
+                return {**run, "shared_from": log.parent.name, "finetune_wall_s": 0.0,
+                        "shared_finetune_wall_s": run["finetune_wall_s"]}
+    return None
 
 
 def finished_pretraining(path: Path) -> dict[str, Any] | None:

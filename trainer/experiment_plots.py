@@ -10,6 +10,7 @@ compare shapes against, not a target). Titles name dataset, task, teacher and tr
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,10 @@ def markdown(result: dict[str, Any]) -> str:
     if any(n.startswith(COMBINED) for n in result["methods"]):
         w = result["config"].get("pointwise_weight")
         lines.append(f"`{COMBINED}` uses pointwise weight w = {w}; `{COMBINED}@w` names another w.")
+    shared = Counter(r["shared_from"] for r in result.get("runs", []) if r.get("shared_from"))
+    for sibling, n in sorted(shared.items()):  # finetune-only does not see the teacher
+        lines.append(f"{n} finetune-only run{'s' if n > 1 else ''} kept from {sibling} (the same training "
+                     "settings; finetune-only never sees the teacher).")
     if _teacher_line(info):
         lines.append(_teacher_line(info))
     return "\n".join(lines) + "\n"

@@ -159,3 +159,33 @@ def test_a_log_written_before_a_setting_existed_resumes_with_the_value_it_ran_wi
     same.close()
     with pytest.raises(ValueError, match=r"other settings \(min_finetune_steps\)"):
         RunLog(tmp_path, {**config, "min_finetune_steps": 150})
+
+
+def test_another_teachers_table_keeps_the_finetune_only_runs_it_shares(tmp_path, tiny_backbone, samples_dir,
+                                                                       monkeypatch):
+    """Finetune-only never sees the teacher: a table with another teacher keeps the sibling's run."""
+    args = dict(data=samples_dir / "dialogues.jsonl", schema=load_tasks(samples_dir / "tasks.yaml"))
+    base = replace(mini(tiny_backbone), methods=["finetune_only"])
+    trained: list[float] = []
+    real_train = experiment.train
+
+    def counting_train(tcfg, *a, **kw):
+        trained.append(tcfg.gold_fraction)
+        return real_train(tcfg, *a, **kw)
+
+    monkeypatch.setattr(experiment, "train", counting_train)
+    first = run_table1(replace(base, gold_fractions=[0.5]), tmp_path, **args)
+    assert trained == [0.5]
+    # another teacher, and a fraction the first table did not run: only that one trains
+    other = run_table1(replace(base, teacher="zeroshot", samples=4), tmp_path, **args)
+    assert trained == [0.5, 0.25]
+    kept = next(r for r in other["runs"] if r["gold_fraction"] == 0.5)
+    (mine,) = first["runs"]
+    assert kept["shared_from"] == "work-jsonl-simulated" and kept["accuracy"] == mine["accuracy"]
+    assert kept["settings"] == mine["settings"] and kept["finetune_wall_s"] == 0.0
+    assert kept["shared_finetune_wall_s"] == mine["finetune_wall_s"]
+    assert "shared_from" not in next(r for r in other["runs"] if r["gold_fraction"] == 0.25)
+    assert "1 finetune-only run kept from work-jsonl-simulated" in (tmp_path / "table1-jsonl-zeroshot.md").read_text()
+    # a table whose training differs (not only its teacher) trains its own
+    run_table1(replace(base, teacher="fewshot", gold_fractions=[0.5], finetune_lr=1e-4), tmp_path, **args)
+    assert trained == [0.5, 0.25, 0.5]

@@ -154,7 +154,8 @@ def test_teacher_labelling_logs_its_progress_without_a_terminal(samples_dir, cap
     schema = load_tasks(samples_dir / "tasks.yaml").select(["act"])
     records, _ = teacher_scores("simulated", ds, schema, 4, 0, {"accuracy": 0.7})
     turns = sum(len(d.turns) for d in ds)
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(f"teacher simulated: {len(ds)} dialogues")]
+    shown = f"teacher simulated: {len(ds)} dialogues"
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(shown)]
     assert lines and lines[-1].endswith(f": {turns}/{turns}")  # a log file sees labelling reach its end
     assert len(records) == len(ds)
 
