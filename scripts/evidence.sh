@@ -69,10 +69,10 @@ PY
   fi
   jobs_file="$LOGS/round2-lanes.txt"
   : > "$jobs_file"
-  for teacher in $TEACHERS; do  # DailyDialog first: the budget check and the goal are judged there
-    echo "dailydialog-$teacher --dataset dailydialog --task act --teacher $teacher" >> "$jobs_file"
-  done
+  # teacher by teacher (the first one's finetune-only runs are kept by the later tables of the same task,
+  # which do not train them again), DailyDialog first: the budget check and the goal are judged there
   for teacher in $TEACHERS; do
+    echo "dailydialog-$teacher --dataset dailydialog --task act --teacher $teacher" >> "$jobs_file"
     echo "meld-$teacher --dataset meld --task sentiment --teacher $teacher" >> "$jobs_file"
   done
   for spec in $BINARY; do

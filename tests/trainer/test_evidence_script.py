@@ -31,10 +31,10 @@ def write_check(out: Path, accuracy: float, complete: bool | None, unit: bool = 
     path.write_text(json.dumps(result))
 
 
-def evidence(out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+def evidence(out: Path, tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OUT": str(out), "RUNS": str(tmp_path / "runs"), "PY": sys.executable,
            "TW": "false",  # any table or check the script would start fails at once
-           "TEACHERS": "", "BINARY": ""}
+           "TEACHERS": "", "BINARY": "", **settings}
     return subprocess.run(["bash", str(REPO / "scripts" / "evidence.sh")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -82,3 +82,13 @@ def test_the_committed_budget_check_ran_with_the_round2_preset():
     assert header["settings"] == json.loads(json.dumps(settings_of(asdict(check))))
     kept = json.loads((log.parent.parent / "table1-dailydialog-simulated.json").read_text())
     assert kept["complete"] is True and kept["methods"]["finetune_only"]["mean"][0] >= 83.0
+
+
+def test_the_tables_run_teacher_by_teacher_so_later_ones_keep_the_finetune_only_runs(tmp_path):
+    out = tmp_path / "results"
+    write_check(out, 0.85, True)
+    evidence(out, tmp_path, TEACHERS="fewshot zeroshot", BINARY="dailydialog:act:question", BINARY_TEACHERS="fewshot")
+    lanes = (tmp_path / "runs" / "evidence" / "round2-lanes.txt").read_text().splitlines()
+    assert [ln.split()[0] for ln in lanes] == ["dailydialog-fewshot", "meld-fewshot", "dailydialog-zeroshot",
+                                               "meld-zeroshot", "dailydialog-act-question-fewshot"]
+    assert lanes[2].split()[1:] == ["--dataset", "dailydialog", "--task", "act", "--teacher", "zeroshot"]
