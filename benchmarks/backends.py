@@ -55,7 +55,7 @@ from pathlib import Path
 from benchmarks.backends_artifacts import build_artifacts
 from benchmarks.backends_report import build_result, cells_of, markdown, write_results
 from benchmarks.backends_runners import REPO, Timed, run_worker, worker
-from harness.machine import loadavg
+from turnwise.machine import loadavg
 
 # The parts, each under benchmarks/: backends_artifacts (checkpoint, bundle, raw graph), backends_runners
 # (inputs, runners, timing, the per-backend worker process), backends_decision (FLOPs, the decision rule)

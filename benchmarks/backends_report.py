@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.backends_decision import decide, flops_per_sequence
 from benchmarks.backends_runners import Timed, omp_wait_policy
-from harness.machine import cpu_flags, cpu_name, loadavg
+from turnwise.machine import cpu_flags, cpu_name, loadavg
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_bundles import DEFAULT_WORKDIR, INT8_LABEL_AGREEMENT, ensure_flat, ensure_streaming
-from harness.machine import cpu_flags, loadavg, machine_facts
+from turnwise.machine import cpu_flags, loadavg, machine_facts
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -39,7 +39,7 @@ from benchmarks.service_procs import RESULTS, log, one_stream_turns
 from benchmarks.service_report import build_result, window_compute, write_results
 from benchmarks.service_streaming import streaming_compute
 from benchmarks.service_sweeps import Clock, run_servers
-from harness.machine import loadavg
+from turnwise.machine import loadavg
 
 # The parts, each under benchmarks/: service_procs (the servers' and the load generator's processes,
 # shared paths and SLO), service_sweeps (the runs against one redis-server, the profiled run),

@@ -16,8 +16,8 @@ from benchmarks.service_procs import DATA, REPO, SLO_MS, log, one_stream_turns
 from benchmarks.service_readings import cpu_split, headline
 from benchmarks.service_streaming import RUN_PREFIX, STREAM_RUNS, streaming_results
 from benchmarks.service_sweeps import Clock, Sweeps
-from harness.machine import loadavg, machine_facts
 from service.config import Settings
+from turnwise.machine import loadavg, machine_facts
 
 
 def hardware() -> dict[str, Any]:

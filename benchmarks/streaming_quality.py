@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.machine import cpu_flags, cpu_name
+from turnwise.machine import cpu_flags, cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "streaming-quality"

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.machine import cpu_flags, cpu_name
 from trainer.losses import single_label_loss
 from trainer.model import build_model
+from turnwise.machine import cpu_flags, cpu_name
 from turnwise.tasks import parse_tasks
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -120,6 +120,13 @@ def teacher_title(result: dict[str, Any], accuracy_digits: int = 3) -> str:
     return f"teacher: {result['teacher_label']} ({measured})"
 
 
+def machine_label(m: dict[str, Any]) -> str:
+    """A run's machine in a few words: ``AMD EPYC (avx2, avx512f), 1 thread``, or the GPU it trained on."""
+    where = m.get("gpu") or f"{m.get('cpu', '?')} ({', '.join(m.get('flags', [])) or 'no AVX2'})"
+    threads = m.get("threads")
+    return f"{where}, {threads} thread{'s' if threads != 1 else ''}" if threads else where
+
+
 def markdown(result: dict[str, Any]) -> str:
     """Accuracy and macro-F1 tables (mean ± std over seeds), as Markdown."""
     info = result["teacher_info"]
@@ -141,6 +148,10 @@ def markdown(result: dict[str, Any]) -> str:
     if any(n.startswith(COMBINED) for n in result["methods"]):
         w = result["config"].get("pointwise_weight")
         lines.append(f"`{COMBINED}` uses pointwise weight w = {w}; `{COMBINED}@w` names another w.")
+    machines = Counter(machine_label(r["machine"]) for r in result.get("runs", []) if r.get("machine"))
+    if machines:  # wall times depend on it, and a table resumed on another machine mixes them
+        lines.append("Finetuning runs by machine: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items()))
+                     + ".")
     shared = Counter(r["shared_from"] for r in result.get("runs", []) if r.get("shared_from"))
     for sibling, n in sorted(shared.items()):  # finetune-only does not see the teacher
         lines.append(f"{n} finetune-only run{'s' if n > 1 else ''} kept from {sibling} (the same training "

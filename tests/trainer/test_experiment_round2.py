@@ -65,6 +65,13 @@ def test_round2_pipeline_writes_the_acceptance_files(tmp_path, tiny_backbone, sa
     assert 0 <= info["accuracy_on_train"] <= 1 and "slope_intra" in info["h2"] and "slope_inter" in info["h2"]
     assert info["checks"][0]["seed"] == 0 and info["gold_pool_dialogues"] == 5  # 50 % of the 10 training dialogues
     md = (tmp_path / "table1-jsonl-act-question-fewshot.md").read_text()
+    # where every run and teacher check ran: their wall times depend on it
+    from turnwise.machine import cpu_flags, cpu_name
+
+    assert {(r["machine"]["cpu"], tuple(r["machine"]["flags"]), r["machine"]["device"]) for r in saved["runs"]} == {
+        (cpu_name(), tuple(cpu_flags()), "cpu")}
+    assert info["checks"][0]["machine"]["cpu"] == cpu_name()
+    assert f"Finetuning runs by machine: {cpu_name()} (" in md and f": {len(saved['runs'])}." in md
     assert "| pairwise+pointwise@0.5 |" in md and "w = 0.1" in md and "Majority class" in md
     assert md.splitlines()[0] == (f"### jsonl act:question — teacher: fewshot "
                                   f"(accuracy on train {info['accuracy_on_train']:.3f})")
