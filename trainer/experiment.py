@@ -24,7 +24,7 @@ from rich.console import Console
 
 from trainer import experiment_plots as plots
 from trainer.evaluate import evaluate_path
-from trainer.experiment_log import RunLog, finished_pretraining, mark_pretrained, shared_baseline
+from trainer.experiment_log import RunLog, finished_pretraining, machine_of, mark_pretrained, shared_baseline
 from trainer.experiment_teacher import (
     SeedTeacher,
     one_vs_rest_dialogues,
@@ -34,7 +34,6 @@ from trainer.experiment_teacher import (
 from trainer.model import resolve_device
 from trainer.train import TrainConfig, train
 from turnwise.dialogue import Dialogue
-from turnwise.machine import compute_facts
 from turnwise.tasks import TaskSchema
 
 console = Console(stderr=True)
@@ -264,7 +263,7 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         log.add({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
                  "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
                  "pretrain_wall_s": pre_wall, "finetune_wall_s": round(time.perf_counter() - t0, 1),
-                 "settings": _run_settings(fcfg), "machine": compute_facts(str(resolve_device(cfg.device)))})
+                 "settings": _run_settings(fcfg), "machine": machine_of(str(resolve_device(cfg.device)))})
         console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
                     f"macro-F1 {m['macro_f1']:.4f}")
         if not keep_checkpoints:

@@ -174,3 +174,18 @@ def finished_pretraining(path: Path) -> dict[str, Any] | None:
 
 def mark_pretrained(path: Path, wall_s: float, steps: int) -> None:
     (path / DONE_FILE).write_text(json.dumps({"wall_s": wall_s, "steps": steps}), encoding="utf-8")
+
+
+def machine_of(device: str | None = None) -> dict[str, Any]:
+    """What a run or teacher check records about where it ran (its wall time depends on it): the CPU and its
+    speed flags, the threads torch uses, and the device it trained on (with a GPU's name)."""
+    import torch
+
+    from turnwise.machine import cpu_flags, cpu_name
+
+    facts: dict[str, Any] = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
+    if device is not None:
+        facts["device"] = device
+        if device.startswith("cuda") and torch.cuda.is_available():
+            facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return facts

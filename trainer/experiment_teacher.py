@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from trainer.experiment_log import machine_of
 from trainer.teachers.progress import labelling
 from trainer.train import pick_gold_dialogues
 from turnwise.dialogue import Dialogue
-from turnwise.machine import compute_facts
 from turnwise.tasks import Task, TaskSchema, TaskType
 
 console = Console(stderr=True)
@@ -144,7 +144,7 @@ class SeedTeacher:
         if split_task(cfg.task)[1] is not None:
             records = one_vs_rest_records(records, cfg.task)
         check = {"seed": seed, **teacher_check(records, self.task_d, cfg.task),
-                 "wall_s": round(time.perf_counter() - t0, 1), "machine": compute_facts()}
+                 "wall_s": round(time.perf_counter() - t0, 1), "machine": machine_of()}
         self.by_seed[seed] = check
         acc = tinfo["accuracy_on_train"] = check["accuracy"]
         tinfo["wall_s"] = check["wall_s"]

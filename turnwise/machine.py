@@ -59,16 +59,3 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "flags": cpu_flags(),
     }
-
-
-def compute_facts(device: str | None = None) -> dict[str, Any]:
-    """What a training or labelling run records about where it ran (its wall times depend on it): the CPU
-    and its speed flags, the threads torch uses, and the device it trained on (with a GPU's name)."""
-    import torch
-
-    facts: dict[str, Any] = {"cpu": cpu_name(), "flags": cpu_flags(), "threads": torch.get_num_threads()}
-    if device is not None:
-        facts["device"] = device
-        if device.startswith("cuda") and torch.cuda.is_available():
-            facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return facts
