@@ -38,8 +38,9 @@ def experiment_table1(
     data: Annotated[Path | None, typer.Option("--data", help="corpus folder or JSONL (default: shared data)")] = None,
     tasks: Annotated[Path | None, typer.Option("--tasks", help="task schema (for --dataset jsonl)")] = None,
     gold_fractions: Annotated[str | None, typer.Option("--gold-fractions", help="comma-separated fractions of "
-                                                       "gold dialogues, each in (0, 1], run in this order "
-                                                       "(default: the preset's)")] = None,
+                                                       "gold dialogues, each in (0, 1]: the first for "
+                                                       "every seed and method first, then the others seed by "
+                                                       "seed (default: the preset's)")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds")] = "0,1,2",
     methods: Annotated[str | None, typer.Option("--methods", help="comma-separated: finetune_only, pointwise, "
                                                 "pairwise, pairwise+pointwise (w = --pointwise-weight), "

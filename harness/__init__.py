@@ -3,7 +3,6 @@
 - :mod:`harness.ports`    ``free_port``: a free TCP port on loopback.
 - :mod:`harness.redis`    :class:`~harness.redis.RedisServer`: a real redis-server on a free loopback port.
 - :mod:`harness.bundles`  untrained checkpoints and bundles (tiny random BERT or MiniLM) to serve or export.
-- :mod:`turnwise.machine`  machine facts for results files (CPU name and flags, cores, memory, load).
 - :mod:`harness.live`     :class:`~harness.live.LiveServer`: the real service under uvicorn in a thread.
 
 Imported from the repository root, which is on ``sys.path`` for pytest (``pythonpath = ["."]``) and

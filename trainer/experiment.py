@@ -177,9 +177,10 @@ def _finetune_plan(cfg: Table1Config, variants: list[tuple[str, dict[str, Any]]]
     """Every finetuning run as (gold fraction, seed, method), in run order. First the first fraction given
     (the one that matters most), seed by seed, every method -- so a stopped run holds there whole seeds:
     comparisons on the same gold dialogues. Then the other fractions, seed by seed and method by method, so
-    each pretrained student serves all its remaining fractions at once: a stopped run loses at most the one
-    pretraining it was using, since the checkpoints are not kept with the log. Ablations only at the
-    smallest fraction, where pretraining matters most."""
+    each pretrained student serves all its remaining fractions at once and is not needed again: a table resumed
+    without its checkpoints (they are not kept with the log) pretrains again, besides the students it has
+    not reached, at most the one it was using. Ablations only at the smallest fraction, where pretraining
+    matters most."""
     smallest = min(cfg.gold_fractions)
     names = [n for n in ["finetune_only", *[v for v, _ in variants]] if n != "finetune_only" or n in cfg.methods]
     first, rest = cfg.gold_fractions[0], cfg.gold_fractions[1:]
@@ -244,31 +245,33 @@ def run_table1(cfg: Table1Config, out: str | Path, *, data: Path | None = None, 
         return result
 
     def finetune(i: int, frac: float, seed: int, name: str) -> None:
+        def keep(run: dict[str, Any], where: str = "") -> None:
+            log.add(run)
+            console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {run['accuracy']:.4f} "
+                        f"macro-F1 {run['macro_f1']:.4f}{where}")
+            write(final=False)
+
+        def finetune_cfg(init: Path | None) -> TrainConfig:
+            return _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac,
+                              init_from=str(init) if init else None)
+
         if name == "finetune_only":  # it never sees the teacher: another teacher's table may have run it
-            fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=None)
-            shared = shared_baseline(work, asdict(cfg), seed, frac, _run_settings(fcfg))
+            shared = shared_baseline(work, asdict(cfg), seed, frac, _run_settings(finetune_cfg(None)))
             if shared is not None:
-                log.add(shared)
-                console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {shared['accuracy']:.4f} "
-                            f"macro-F1 {shared['macro_f1']:.4f}, kept from {shared['shared_from']} (same settings)")
-                write(final=False)
-                return
+                return keep(shared, f", kept from {shared['shared_from']} (same settings)")
         init, pre_wall = pretrained(name, seed) if name in variants else (None, 0.0)
         t0 = time.perf_counter()
-        fcfg = _train_cfg(cfg, seed=seed, objective="none", gold_fraction=frac, init_from=str(init) if init else None)
+        fcfg = finetune_cfg(init)
         path = work / f"ft-{name}-s{seed}-g{frac}"
         shutil.rmtree(path, ignore_errors=True)
         res = train(fcfg, train_t, task_schema, path, val_dialogues=val_t, progress=_every(100))
         m = evaluate_path(path, test_t, tasks=[cfg.task], device=cfg.device)["tasks"][cfg.task]
-        log.add({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
-                 "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
-                 "pretrain_wall_s": pre_wall, "finetune_wall_s": round(time.perf_counter() - t0, 1),
-                 "settings": _run_settings(fcfg), "machine": machine_of(str(resolve_device(cfg.device)))})
-        console.log(f"[{i}/{len(plan)}] seed {seed} gold {frac:.0%} {name}: acc {m['accuracy']:.4f} "
-                    f"macro-F1 {m['macro_f1']:.4f}")
         if not keep_checkpoints:
             shutil.rmtree(path, ignore_errors=True)
-        write(final=False)
+        keep({"method": name, "seed": seed, "gold_fraction": frac, "accuracy": m["accuracy"],
+              "macro_f1": m["macro_f1"], "val_best": res.best_metric, "finetune_steps": res.steps,
+              "pretrain_wall_s": pre_wall, "finetune_wall_s": round(time.perf_counter() - t0, 1),
+              "settings": _run_settings(fcfg), "machine": machine_of(str(resolve_device(cfg.device)))})
 
     resumed = sum(log.get(n, s, f) is not None for f, s, n in plan)
     try:

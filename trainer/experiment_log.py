@@ -33,8 +33,8 @@ from typing import Any
 
 # settings that may change between starts: what to run (runs are keyed by them) and where
 EXTENSIBLE = ("seeds", "gold_fractions", "methods", "device")
-# settings of the teacher alone (the smallest gold fraction picks the few-shot teacher's shots): tables that
-# differ only in them share their finetune-only runs
+# header settings a finetune-only run does not depend on (the teacher's, and the smallest gold fraction, which
+# picks the few-shot teacher's shots and where the ablations run): tables that differ only in them share it
 TEACHER_SETTINGS = ("teacher", "samples", "noise", "fewshot", "smallest_gold_fraction")
 # settings added after logs were written, with the value an older log ran with
 ADDED_LATER = {"min_finetune_steps": 0}
@@ -76,11 +76,10 @@ class RunLog:
         return (work / "runs.jsonl").exists()
 
     def _read(self) -> None:
-        lines, cut = read_lines(self.path)
-        if cut:  # drop the cut line from the file too, so the next line appended starts a line of its own
-            raw = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            self.path.write_text("".join(line + "\n" for line in raw[:-1]), encoding="utf-8")
-        lines[0]["settings"] = {**{k: v for k, v in ADDED_LATER.items() if k in self.settings}, **lines[0]["settings"]}
+        lines, kept = read_lines(self.path)
+        if kept is not None:  # drop the cut line from the file too, so the next line appended starts a line of its own
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        lines[0]["settings"] = completed(lines[0]["settings"], self.settings)
         if lines[0]["settings"] != json.loads(json.dumps(self.settings)):
             changed = sorted(k for k in {*lines[0]["settings"], *self.settings}
                              if lines[0]["settings"].get(k) != json.loads(json.dumps(self.settings.get(k))))
@@ -116,9 +115,10 @@ class RunLog:
         self._append({"kind": "teacher", "check": check})
 
 
-def read_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The records of a log, header first, and whether its last line was cut short (and dropped)."""
-    lines, cut = [], False
+def read_lines(path: Path) -> tuple[list[dict[str, Any]], list[str] | None]:
+    """The records of a log, header first; and when its last line was cut short (and dropped), the lines
+    to keep, else None."""
+    lines, kept = [], None
     raw = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     for i, line in enumerate(raw):
         try:
@@ -126,10 +126,15 @@ def read_lines(path: Path) -> tuple[list[dict[str, Any]], bool]:
         except json.JSONDecodeError:
             if i < len(raw) - 1:  # only the last line can be cut short by a killed process
                 raise ValueError(f"{path}: line {i + 1} is not JSON; the log is damaged") from None
-            cut = True
+            kept = raw[:-1]
     if not lines or lines[0].get("kind") != "header":
         raise ValueError(f"{path}: not a table1 run log (no header line); move the folder away to start over")
-    return lines, cut
+    return lines, kept
+
+
+def completed(header: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A header's settings with those added later (:data:`ADDED_LATER`) that ``current`` has filled in."""
+    return {**{k: v for k, v in ADDED_LATER.items() if k in current}, **header}
 
 
 def shared_baseline(work: Path, config: dict[str, Any], seed: int, gold_fraction: float,
@@ -152,8 +157,7 @@ def shared_baseline(work: Path, config: dict[str, Any], seed: int, gold_fraction
             lines, _ = read_lines(log)
         except (OSError, ValueError):
             continue  # not a run log, or one damaged: nothing to share
-        header = {**{k: v for k, v in ADDED_LATER.items() if k in mine}, **lines[0]["settings"]}
-        if teacherless(header) != mine:
+        if teacherless(completed(lines[0]["settings"], mine)) != mine:
             continue
         for rec in lines[1:]:
             run = rec.get("run") if rec.get("kind") == "run" else None

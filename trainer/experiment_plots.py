@@ -113,7 +113,7 @@ def _teacher_line(info: dict[str, Any]) -> str:
 def teacher_title(result: dict[str, Any], accuracy_digits: int = 3) -> str:
     """What a title says of the teacher: its name and accuracy on the training dialogues; a table of
     finetune-only runs (the budget check) never runs its teacher."""
-    if set(result["methods"]) <= {"finetune_only"}:
+    if set(result.get("config", {}).get("methods", result["methods"])) <= {"finetune_only"}:  # planned, not run
         return "teacher: none (finetune-only)"
     acc = result["teacher_info"].get("accuracy_on_train")
     measured = f"accuracy on train {acc:.{accuracy_digits}f}" if isinstance(acc, float) else "not run yet"
@@ -122,7 +122,7 @@ def teacher_title(result: dict[str, Any], accuracy_digits: int = 3) -> str:
 
 def machine_label(m: dict[str, Any]) -> str:
     """A run's machine in a few words: ``AMD EPYC (avx2, avx512f), 1 thread``, or the GPU it trained on."""
-    where = m.get("gpu") or f"{m.get('cpu', '?')} ({', '.join(m.get('flags', [])) or 'no AVX2'})"
+    where = m.get("gpu") or f"{m.get('cpu', '?')} ({', '.join(m.get('flags', [])) or 'no speed flags read'})"
     threads = m.get("threads")
     return f"{where}, {threads} thread{'s' if threads != 1 else ''}" if threads else where
 
@@ -148,7 +148,8 @@ def markdown(result: dict[str, Any]) -> str:
     if any(n.startswith(COMBINED) for n in result["methods"]):
         w = result["config"].get("pointwise_weight")
         lines.append(f"`{COMBINED}` uses pointwise weight w = {w}; `{COMBINED}@w` names another w.")
-    machines = Counter(machine_label(r["machine"]) for r in result.get("runs", []) if r.get("machine"))
+    machines = Counter(machine_label(r["machine"]) for r in result.get("runs", [])
+                       if r.get("machine") and not r.get("shared_from"))  # a kept run counts where it ran
     if machines:  # wall times depend on it, and a table resumed on another machine mixes them
         lines.append("Finetuning runs by machine: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items()))
                      + ".")

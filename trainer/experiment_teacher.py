@@ -41,7 +41,8 @@ def teacher_scores(kind: str, dialogues: Sequence[Dialogue], schema: TaskSchema,
         t = fewshot
     else:
         raise ValueError(f"teacher must be simulated, zeroshot or fewshot for experiments, got {kind!r}")
-    with labelling(f"teacher {kind}: {len(dialogues)} dialogues", console) as bar:
+    with labelling(f"teacher {kind} on {len(dialogues)} dialogues ({'turns' if kind == 'simulated' else 'texts'})",
+                   console) as bar:
         records = t.label(dialogues, schema, samples, bar)
     return {(r.dialogue_id, r.task): r for r in records}, {"kind": kind, **t.summary()}
 

@@ -71,7 +71,10 @@ def test_round2_pipeline_writes_the_acceptance_files(tmp_path, tiny_backbone, sa
     assert {(r["machine"]["cpu"], tuple(r["machine"]["flags"]), r["machine"]["device"]) for r in saved["runs"]} == {
         (cpu_name(), tuple(cpu_flags()), "cpu")}
     assert info["checks"][0]["machine"]["cpu"] == cpu_name()
-    assert f"Finetuning runs by machine: {cpu_name()} (" in md and f": {len(saved['runs'])}." in md
+    from trainer.experiment_plots import machine_label
+
+    assert f"Finetuning runs by machine: {machine_label(saved['runs'][0]['machine'])}: {len(saved['runs'])}." in md
+    assert cpu_name() in machine_label(saved["runs"][0]["machine"])
     assert "| pairwise+pointwise@0.5 |" in md and "w = 0.1" in md and "Majority class" in md
     assert md.splitlines()[0] == (f"### jsonl act:question — teacher: fewshot "
                                   f"(accuracy on train {info['accuracy_on_train']:.3f})")
@@ -161,10 +164,22 @@ def test_teacher_labelling_logs_its_progress_without_a_terminal(samples_dir, cap
     schema = load_tasks(samples_dir / "tasks.yaml").select(["act"])
     records, _ = teacher_scores("simulated", ds, schema, 4, 0, {"accuracy": 0.7})
     turns = sum(len(d.turns) for d in ds)
-    shown = f"teacher simulated: {len(ds)} dialogues"
+    shown = f"teacher simulated on {len(ds)} dialogues (turns): "
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(shown)]
     assert lines and lines[-1].endswith(f": {turns}/{turns}")  # a log file sees labelling reach its end
     assert len(records) == len(ds)
+
+
+def test_a_table_titles_the_teacher_it_plans_to_use_before_any_pretrained_run():
+    from trainer.experiment_plots import teacher_title
+
+    partial = {"methods": {"finetune_only": {}}, "teacher_label": "fewshot", "teacher_info": {},
+               "config": {"methods": ["finetune_only", "pairwise"]}}
+    assert teacher_title(partial) == "teacher: fewshot (not run yet)"  # only finetune-only has finished
+    measured = {**partial, "teacher_info": {"accuracy_on_train": 0.5234}}
+    assert teacher_title(measured) == "teacher: fewshot (accuracy on train 0.523)"
+    check = {**partial, "config": {"methods": ["finetune_only"]}}
+    assert teacher_title(check) == "teacher: none (finetune-only)"
 
 
 def test_majority_and_names():

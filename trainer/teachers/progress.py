@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
-
 
 class ProgressBar:
     """Adapts a rich Progress task to the teachers' ``progress(advance, total=...)`` callback."""
@@ -49,9 +47,8 @@ class ProgressBar:
 
 
 @contextmanager
-def labelling(description: str, out: Console | None = None) -> Iterator[ProgressBar]:
-    """A progress callback for one labelling, shown as ``description: done/total``."""
-    shown = out or console
+def labelling(description: str, console: Console) -> Iterator[ProgressBar]:
+    """A progress callback for one labelling, shown on ``console`` as ``description: done/total``."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=shown, transient=False, disable=not shown.is_terminal) as prog:
+                  TimeRemainingColumn(), console=console, transient=False, disable=not console.is_terminal) as prog:
         yield ProgressBar(prog, description)
