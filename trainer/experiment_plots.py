@@ -151,8 +151,9 @@ def markdown(result: dict[str, Any]) -> str:
     machines = Counter(machine_label(r["machine"]) for r in result.get("runs", [])
                        if r.get("machine") and not r.get("shared_from"))  # a kept run counts where it ran
     if machines:  # wall times depend on it, and a table resumed on another machine mixes them
+        unknown = sum(not r.get("machine") for r in result.get("runs", []))
         lines.append("Finetuning runs by machine: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items()))
-                     + ".")
+                     + (f"; not recorded (run before runs recorded it): {unknown}" if unknown else "") + ".")
     shared = Counter(r["shared_from"] for r in result.get("runs", []) if r.get("shared_from"))
     for sibling, n in sorted(shared.items()):  # finetune-only does not see the teacher
         lines.append(f"{n} finetune-only run{'s' if n > 1 else ''} kept from {sibling} (the same training "
